@@ -1,0 +1,58 @@
+"""Readers turn raw files into chunks of raw columns (pandas DataFrames); `read_chunks` picks one
+by `schema.format`. Each chunk carries `attrs["lines"]` (1-based input line of each row) and
+`attrs["path"]`, so later stages can still name the culprit of a bad value."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from features.errors import SchemaError
+from features.readers.criteo import CRITEO_COLUMNS, read_criteo
+from features.readers.delimited import ReadStats, check_policy
+from features.readers.movielens import MOVIELENS_COLUMNS, movielens_files, read_movielens
+from features.readers.tabular import read_csv, read_parquet, tabular_files
+from features.schema import Schema
+
+__all__ = ["CRITEO_COLUMNS", "MOVIELENS_COLUMNS", "ReadStats", "input_files", "read_chunks"]
+
+_READERS = {"criteo": read_criteo, "movielens": read_movielens, "csv": read_csv,
+            "parquet": read_parquet}
+
+
+def input_files(schema: Schema, input_path: str | Path) -> list[Path]:
+    """The files a prepare run reads (what the cache's input hash covers)."""
+    path = Path(input_path)
+    if schema.format == "movielens":
+        return movielens_files(path)
+    if schema.format == "parquet":
+        return tabular_files(path, ".parquet")
+    if schema.format == "csv":
+        return tabular_files(path, ".csv")
+    return tabular_files(path, "")
+
+
+def read_chunks(schema: Schema, input_path: str | Path, chunk_rows: int = 1_000_000,
+                on_bad_row: str = "error",
+                stats: ReadStats | None = None) -> Iterator[pd.DataFrame]:
+    """Chunks of at most `chunk_rows` rows. Bad rows raise DataError (file, line, field) or,
+    with on_bad_row="skip", are counted in `stats` (and logged at the end)."""
+    check_policy(on_bad_row)
+    if chunk_rows < 1:
+        raise SchemaError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    try:
+        reader = _READERS[schema.format]
+    except KeyError:
+        raise SchemaError(f"{schema.source}: no reader for format {schema.format!r}") from None
+    stats = stats if stats is not None else ReadStats()
+    for df in reader(schema, Path(input_path), chunk_rows, on_bad_row, stats):
+        stats.rows += len(df)
+        yield df
+    if stats.skipped:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s: skipped %d bad row(s): %s", input_path, stats.skipped,
+            ", ".join(f"{k}: {v}" for k, v in sorted(stats.skipped_by_reason.items())))

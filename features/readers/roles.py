@@ -1,0 +1,40 @@
+"""Which raw columns a schema reads, and as what: numbers (label, dense, time) or strings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from features.errors import SchemaError
+from features.schema import Schema
+
+
+@dataclass(frozen=True)
+class ColumnRoles:
+    numeric: tuple[str, ...]
+    strings: tuple[str, ...]
+    required: tuple[str, ...]
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.numeric + self.strings))
+
+
+def column_roles(schema: Schema) -> ColumnRoles:
+    """A missing label or time makes a row bad; a missing dense value takes the feature's fill."""
+    numeric = [schema.label.column] + [f.column for f in schema.dense]
+    if schema.time_column:
+        numeric.append(schema.time_column)
+    numeric = list(dict.fromkeys(numeric))
+    strings = [c for c in dict.fromkeys(f.column for f in schema.sparse) if c not in numeric]
+    required = [schema.label.column] + ([schema.time_column] if schema.time_column else [])
+    return ColumnRoles(tuple(numeric), tuple(strings), tuple(required))
+
+
+def require_columns(schema: Schema, available: Sequence[str], path: Path) -> None:
+    """A schema naming a column the input lacks fails before any row is read."""
+    missing = [c for c in schema.required_columns() if c not in available]
+    if missing:
+        raise SchemaError(f"{schema.source}: column {missing[0]!r} is not in input {path} "
+                          f"(it has: {', '.join(available)})")

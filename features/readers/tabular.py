@@ -1,0 +1,80 @@
+"""Generic CSV and Parquet inputs, described only by the schema (delimiter, header, columns)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.errors import DataError
+from features.readers.delimited import (
+    ReadStats,
+    header_names,
+    read_delimited,
+    validate_numeric,
+)
+from features.readers.roles import column_roles, require_columns
+from features.schema import Schema
+
+
+def tabular_files(path: Path, suffix: str) -> list[Path]:
+    """A file, or every `*<suffix>` file of a directory in name order (a partitioned dataset)."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffix))
+        if files:
+            return files
+        raise DataError(f"no {suffix} files in directory", path=str(path))
+    raise DataError("input not found", path=str(path))
+
+
+def read_csv(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
+             stats: ReadStats) -> Iterator[pd.DataFrame]:
+    """Plain delimiter-separated text (no quoting); column names from `columns` or the header."""
+    roles = column_roles(schema)
+    for file in tabular_files(path, ".csv"):
+        if schema.columns:
+            names = list(schema.columns)
+        elif schema.header:
+            names = header_names(file, schema.delimiter)
+        else:
+            raise DataError(f"{schema.source}: a csv without header needs [dataset] columns",
+                            path=str(file))
+        require_columns(schema, names, file)
+        for df, lines in read_delimited(file, names, delimiter=schema.delimiter,
+                                        header=schema.header, usecols=roles.all,
+                                        string_cols=roles.strings, chunk_rows=chunk_rows,
+                                        on_bad_row=on_bad_row, stats=stats):
+            df, lines = validate_numeric(df, lines, roles.numeric, roles.required, file,
+                                         on_bad_row, stats)
+            df.attrs["lines"] = lines
+            df.attrs["path"] = str(file)
+            yield df
+
+
+def read_parquet(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
+                 stats: ReadStats) -> Iterator[pd.DataFrame]:
+    """Parquet in record batches; the 'line' of an error is the 1-based row within its file."""
+    import pyarrow.parquet as pq
+
+    roles = column_roles(schema)
+    for file in tabular_files(path, ".parquet"):
+        pf = pq.ParquetFile(file)
+        require_columns(schema, pf.schema_arrow.names, file)
+        start = 0
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=list(roles.all)):
+            df = batch.to_pandas()
+            lines = start + 1 + np.arange(len(df), dtype=np.int64)
+            start += len(df)
+            for name in roles.strings:
+                col = df[name]
+                if col.dtype != object:
+                    df[name] = col.astype(str).where(col.notna(), None)
+            df, lines = validate_numeric(df, lines, roles.numeric, roles.required, file,
+                                         on_bad_row, stats)
+            df.attrs["lines"] = lines
+            df.attrs["path"] = str(file)
+            yield df
