@@ -1,0 +1,59 @@
+"""The main job, smaller: the same stages as `make demo`, each stage's output checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import redis
+
+from models.snapshot import Snapshot
+from serving import redis_keys
+from tests.conftest import REPO
+
+
+@pytest.mark.slow
+def test_demo_smoke_runs_every_stage(tmp_path: Path, redis_url: str, mlflow_uri: str) -> None:
+    work = tmp_path / "demo"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "demo", "--smoke", "--quiet", "--workdir", str(work),
+         "--redis", redis_url], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "CTR test AUC" in proc.stderr and "mlflow ui" in proc.stderr
+
+    # data
+    assert (work / "criteo.tsv").stat().st_size > 0
+    # training: both runs tracked in MLflow with their figures
+    ctr, tt = result["ctr"], result["two_tower"]
+    assert 0.5 < ctr["test_auc"] <= 1.0
+    assert ctr["embedding_params"] > 0 and ctr["embedding_bytes"] == 4 * ctr["embedding_params"]
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    run = client.get_run(ctr["run_id"])
+    assert run.data.metrics["test_auc"] == pytest.approx(ctr["test_auc"])
+    assert client.get_run(tt["run_id"]).info.status == "FINISHED"
+    # export
+    snap = Snapshot.open(result["snapshot"]["snapshot"])
+    assert snap.version == result["snapshot"]["version"]
+    assert len(snap.ids("user")) == result["snapshot"]["users"] > 0
+    # publish: the pointer names the exported version and its vectors are all there
+    r = redis.Redis.from_url(redis_url)
+    assert redis_keys.read_current(r, "default") == snap.version
+    manifest = redis_keys.read_manifest(r, "default", snap.version)
+    stored = sum(r.hlen(redis_keys.partition_key("default", snap.version, p, "item"))
+                 for p in range(manifest["partitions"]))
+    assert stored == len(snap.ids("item"))
+    # serve + query
+    q = result["queries"]
+    assert q["server_version"] == snap.version
+    assert len(q["sample_items"]) == 10
+    item_ids = set(np.asarray(snap.ids("item")).tolist())
+    assert set(q["sample_items"]) <= item_ids
+    assert 0 < q["embeddings_p50_ms"] <= q["embeddings_p99_ms"]
