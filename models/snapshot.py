@@ -1,0 +1,352 @@
+"""The snapshot contract between training/export (writer) and serving (reader).
+
+One directory per version holds `manifest.json`, `<entity>_ids.npy` (int64 [n], unique external
+ids) and `<entity>_vectors.npy` (little-endian float32 [n, width], C order), plus optional extra
+files such as the TorchScript user tower. Both sides validate with this module so a truncated copy,
+a flipped byte or a wrong shape is caught where it is read, naming the file. The version is derived
+from the content, so exporting the same vectors twice gives the same version and the publisher can
+treat a rerun as a no-op. No torch import: serving reads snapshots without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features.errors import PlexrecError
+
+FORMAT = "plexrec-snapshot/1"
+MANIFEST = "manifest.json"
+ENTITIES = ("user", "item")
+DTYPE = "float32"
+_IDS_DTYPE = np.dtype("<i8")
+_VEC_DTYPE = np.dtype("<f4")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_CHUNK = 1 << 22
+
+
+class SnapshotError(PlexrecError):
+    """A snapshot directory that is missing, tampered with, or breaks the contract."""
+
+
+def sha256_file(path: Path) -> str:
+    """Streaming sha256, so multi-GB vector files never need to fit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def derive_version(files: dict[str, str], run_id: str) -> str:
+    """"v" + 16 hex of sha256 over the sorted (name, sha256) pairs and the run id: identical content
+    gives the identical version, whenever and wherever it is exported."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}\0{files[name]}\n".encode())
+    digest.update(f"run_id\0{run_id}".encode())
+    return "v" + digest.hexdigest()[:16]
+
+
+def check_version_name(version: str) -> str:
+    """A version names a directory and a Redis hash tag, so it is restricted to a safe alphabet."""
+    if not isinstance(version, str) or not _NAME_RE.match(version):
+        raise SnapshotError(f"invalid snapshot version {version!r}: use letters, digits, '.', '_' "
+                            "or '-' (no ':', '{', '}', '/' or spaces)")
+    return version
+
+
+def _entity_files(entity: str) -> tuple[str, str]:
+    return f"{entity}_ids.npy", f"{entity}_vectors.npy"
+
+
+def _prepare(entity: str, pair: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    ids, vectors = np.asarray(pair[0]), np.asarray(pair[1])
+    if ids.ndim != 1:
+        raise SnapshotError(f"{entity} ids must be 1-D, got shape {ids.shape}")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise SnapshotError(f"{entity} ids must be integers, got dtype {ids.dtype}")
+    if vectors.ndim != 2:
+        raise SnapshotError(f"{entity} vectors must be 2-D [n, width], got shape {vectors.shape}")
+    if vectors.shape[0] != ids.shape[0]:
+        raise SnapshotError(f"{entity}: {ids.shape[0]} ids but {vectors.shape[0]} vector rows")
+    if not np.issubdtype(vectors.dtype, np.floating):
+        raise SnapshotError(f"{entity} vectors must be floating point, got dtype {vectors.dtype}")
+    ids = np.ascontiguousarray(ids, dtype=_IDS_DTYPE)
+    _check_unique(ids, f"{entity} ids")
+    vectors = np.ascontiguousarray(vectors, dtype=_VEC_DTYPE)
+    if not np.isfinite(vectors).all():
+        bad = int(np.argwhere(~np.isfinite(vectors))[0, 0])
+        raise SnapshotError(f"{entity} vector of id {int(ids[bad])} (row {bad}) is not finite")
+    return ids, vectors
+
+
+def _check_unique(ids: np.ndarray, where: str) -> np.ndarray:
+    """Returns the stable argsort of ids (reused as the look-up index) after checking uniqueness."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    dup = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+    if dup.size:
+        raise SnapshotError(f"{where}: duplicate id {int(sorted_ids[dup[0]])}")
+    return order
+
+
+def write_snapshot(out_dir: str | Path, *, users: tuple[np.ndarray, np.ndarray] | None,
+                   items: tuple[np.ndarray, np.ndarray], run_id: str,
+                   metrics: dict | None = None, extra_files: dict[str, Path] | None = None,
+                   version: str | None = None, user_tower_path: str | Path | None = None) -> Path:
+    """Writes `out_dir/<version>/` atomically (temp dir + rename), so a reader never sees half a
+    snapshot; rewriting an identical version is a no-op and returns the existing directory.
+    `user_tower_path` is shorthand for extra_files={"user_tower.pt": path} (docs/DESIGN.md)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs = {"user": users, "item": items}
+    prepared = {e: _prepare(e, p) for e, p in pairs.items() if p is not None}
+    widths = {e: v.shape[1] for e, (_, v) in prepared.items()}
+    if len(set(widths.values())) != 1:
+        raise SnapshotError(f"user and item vectors must have one width, got {widths}")
+    width = next(iter(widths.values()))
+    if width < 1:
+        raise SnapshotError("vectors have width 0")
+    extra = {name: Path(p) for name, p in (extra_files or {}).items()}
+    if user_tower_path is not None:
+        extra["user_tower.pt"] = Path(user_tower_path)
+    reserved = {MANIFEST, *(f for e in ENTITIES for f in _entity_files(e))}
+    for name, src in extra.items():
+        if not _NAME_RE.match(name) or name in reserved:
+            raise SnapshotError(f"extra file name {name!r} is not allowed in a snapshot")
+        if not src.is_file():
+            raise SnapshotError(f"extra file {name!r}: {src} does not exist")
+
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out_dir))
+    try:
+        entities: dict[str, dict[str, Any]] = {}
+        for entity, (ids, vectors) in prepared.items():
+            ids_name, vec_name = _entity_files(entity)
+            np.save(tmp / ids_name, ids)
+            np.save(tmp / vec_name, vectors)
+            entities[entity] = {"count": int(ids.shape[0]), "ids": ids_name, "vectors": vec_name}
+        for name, src in extra.items():
+            shutil.copyfile(src, tmp / name)
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+        version = check_version_name(version) if version else derive_version(files, run_id)
+        manifest = {
+            "format": FORMAT,
+            "version": version,
+            "run_id": run_id,
+            "width": int(width),
+            "dtype": DTYPE,
+            "entities": entities,
+            "files": files,
+            "metrics": dict(metrics or {}),
+            "user_tower": "user_tower.pt" if "user_tower.pt" in extra else None,
+            "user_features": "user_features.json" if "user_features.json" in extra else None,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        final = out_dir / version
+        if final.exists():
+            existing = _read_manifest(final)
+            if existing.get("files") != files or existing.get("run_id") != run_id:
+                raise SnapshotError(f"{final} already holds a different snapshot with version "
+                                    f"{version!r}")
+            return final
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if final.exists() and _read_manifest(final).get("files") == files:
+                return final
+            raise
+        _fsync_dir(out_dir)
+        return final
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_manifest(path: Path) -> dict:
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise SnapshotError(f"{mpath}: no manifest (not a snapshot directory)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SnapshotError(f"{mpath}: unreadable manifest: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise SnapshotError(f"{mpath}: manifest is not a JSON object")
+    return manifest
+
+
+class Snapshot:
+    """A validated, memory-mapped snapshot directory. Open with `Snapshot.open(path)`."""
+
+    def __init__(self, path: Path, manifest: dict) -> None:
+        self.path = path
+        self.manifest = manifest
+        self._ids: dict[str, np.ndarray] = {}
+        self._vectors: dict[str, np.ndarray] = {}
+        self._index: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = True) -> Snapshot:
+        """Checks the manifest, every file's shape and dtype, and with verify=True also every
+        sha256 and id uniqueness (reads all bytes once); raises SnapshotError naming the file."""
+        path = Path(path)
+        manifest = _read_manifest(path)
+        mpath = path / MANIFEST
+        missing = [k for k in ("format", "version", "run_id", "width", "dtype", "entities",
+                               "files") if k not in manifest]
+        if missing:
+            raise SnapshotError(f"{mpath}: missing keys {missing}")
+        if manifest["format"] != FORMAT:
+            raise SnapshotError(f"{mpath}: format {manifest['format']!r}, expected {FORMAT!r}")
+        if manifest["dtype"] != DTYPE:
+            raise SnapshotError(f"{mpath}: dtype {manifest['dtype']!r}, expected {DTYPE!r}")
+        check_version_name(manifest["version"])
+        width = manifest["width"]
+        if not isinstance(width, int) or width < 1:
+            raise SnapshotError(f"{mpath}: bad width {width!r}")
+        entities = manifest["entities"]
+        if not isinstance(entities, dict) or "item" not in entities:
+            raise SnapshotError(f"{mpath}: entities must include 'item'")
+        files = manifest["files"]
+        for entity, spec in entities.items():
+            if entity not in ENTITIES:
+                raise SnapshotError(f"{mpath}: unknown entity {entity!r}")
+            for key in ("ids", "vectors"):
+                if spec.get(key) not in files:
+                    raise SnapshotError(f"{mpath}: {entity} {key} file {spec.get(key)!r} is not "
+                                        "listed in files")
+        for name, digest in files.items():
+            fpath = path / name
+            if not fpath.is_file():
+                raise SnapshotError(f"{fpath}: missing (listed in the manifest)")
+            if verify and sha256_file(fpath) != digest:
+                raise SnapshotError(f"{fpath}: sha256 mismatch (file corrupted or modified)")
+        snap = cls(path, manifest)
+        for entity, spec in entities.items():
+            snap._load(entity, spec, verify)
+        return snap
+
+    def _load(self, entity: str, spec: dict, verify: bool) -> None:
+        ids_path, vec_path = self.path / spec["ids"], self.path / spec["vectors"]
+        count, width = spec.get("count"), self.width
+        ids = _mmap(ids_path)
+        vectors = _mmap(vec_path)
+        if ids.dtype != _IDS_DTYPE:
+            raise SnapshotError(f"{ids_path}: dtype {ids.dtype}, expected little-endian int64")
+        if ids.ndim != 1:
+            raise SnapshotError(f"{ids_path}: shape {ids.shape}, expected 1-D")
+        if vectors.dtype != _VEC_DTYPE:
+            raise SnapshotError(f"{vec_path}: dtype {vectors.dtype}, expected little-endian "
+                                "float32")
+        if vectors.ndim != 2 or vectors.shape[1] != width:
+            raise SnapshotError(f"{vec_path}: shape {vectors.shape}, expected [n, {width}]")
+        if not vectors.flags.c_contiguous:
+            raise SnapshotError(f"{vec_path}: not C-contiguous (Fortran order)")
+        if ids.shape[0] != count or vectors.shape[0] != count:
+            raise SnapshotError(f"{vec_path}: {vectors.shape[0]} rows and {ids.shape[0]} ids, "
+                                f"manifest count {count}")
+        if verify:
+            order = _check_unique(np.asarray(ids), str(ids_path))
+            self._index[entity] = (order, np.asarray(ids)[order])
+        self._ids[entity], self._vectors[entity] = ids, vectors
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest["run_id"]
+
+    @property
+    def width(self) -> int:
+        return int(self.manifest["width"])
+
+    @property
+    def entities(self) -> tuple[str, ...]:
+        return tuple(e for e in ENTITIES if e in self.manifest["entities"])
+
+    def count(self, entity: str) -> int:
+        return int(self.manifest["entities"][self._entity(entity)]["count"])
+
+    def _entity(self, entity: str) -> str:
+        if entity not in self._ids:
+            raise SnapshotError(f"{self.path}: no entity {entity!r} (has {list(self.entities)})")
+        return entity
+
+    def ids(self, entity: str) -> np.ndarray:
+        """Memory-mapped int64 ids, read-only."""
+        return self._ids[self._entity(entity)]
+
+    def vectors(self, entity: str) -> np.ndarray:
+        """Memory-mapped float32 [n, width], read-only; row i belongs to ids(entity)[i]."""
+        return self._vectors[self._entity(entity)]
+
+    def row_of(self, entity: str, ids: np.ndarray) -> np.ndarray:
+        """Row of each id (-1 when absent): one searchsorted over an index sorted once."""
+        entity = self._entity(entity)
+        if entity not in self._index:
+            all_ids = np.asarray(self._ids[entity])
+            order = np.argsort(all_ids, kind="stable")
+            self._index[entity] = (order, all_ids[order])
+        order, sorted_ids = self._index[entity]
+        query = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if sorted_ids.size == 0:
+            return np.full(query.shape, -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(sorted_ids, query), sorted_ids.size - 1)
+        return np.where(sorted_ids[pos] == query, order[pos], -1).astype(np.int64)
+
+    def file(self, name: str) -> Path:
+        """Path of a file listed in the manifest (e.g. the user tower)."""
+        if name not in self.manifest["files"]:
+            raise SnapshotError(f"{self.path}: no file {name!r} in the manifest")
+        return self.path / name
+
+    def __repr__(self) -> str:
+        counts = {e: self.count(e) for e in self.entities}
+        return f"Snapshot({str(self.path)!r}, version={self.version!r}, counts={counts})"
+
+
+def _mmap(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SnapshotError(f"{path}: not a readable .npy file: {exc}") from exc
+
+
+def latest_snapshot(root: str | Path) -> Path:
+    """The newest version directory under root by manifest created_at (for `plexrec publish`)."""
+    root = Path(root)
+    if (root / MANIFEST).is_file():
+        return root
+    candidates: list[tuple[str, Path]] = []
+    if root.is_dir():
+        for child in root.iterdir():
+            if child.name.startswith(".") or not (child / MANIFEST).is_file():
+                continue
+            try:
+                candidates.append((str(_read_manifest(child).get("created_at", "")), child))
+            except SnapshotError:
+                continue
+    if not candidates:
+        raise SnapshotError(f"{root}: no snapshot directories (with {MANIFEST}) found")
+    return max(candidates)[1]
