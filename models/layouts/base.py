@@ -1,0 +1,316 @@
+"""What every embedding layout shares: feature specs, the [layout] config, table reports, and the
+module skeleton (select features -> vectorised id transform -> one EmbeddingBagCollection ->
+per-feature [B, dim] outputs)."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
+
+from features.errors import ConfigError
+from features.hashing import hash_ids_np, hash_ids_torch, hash_strings
+from models.layouts.budget import BYTES_PER_PARAM, Budget, parse_budget
+
+KINDS = ("per_feature", "mixed_dim", "unified", "qr")
+POOLINGS = ("sum", "mean")
+
+
+@dataclass(frozen=True)
+class SparseFeatureSpec:
+    """What a layout needs to know about one sparse feature."""
+
+    name: str
+    cardinality: int
+    counts: np.ndarray | None = field(default=None, compare=False, repr=False)
+    pooling: str = "sum"
+
+
+@dataclass(frozen=True)
+class LayoutConfig:
+    """The [layout] table of a run TOML."""
+
+    kind: str = "per_feature"
+    dim: int = 16
+    budget: str | int | None = None
+    alpha: float = 0.3
+    blocks: int = 4
+    min_block_dim: int = 4
+    probes: int = 2
+    rows: int | None = None
+    num_tables: int = 1
+    seed: int = 0
+    collisions: int | None = None  # qr: ids per quotient row (derived from budget when None)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "layout") -> LayoutConfig:
+        """Build from a TOML table; a ConfigError names the bad key and its value."""
+        valid = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in valid:
+                raise ConfigError(f"{where}: unknown key {key!r} (valid: {', '.join(valid)})")
+        ints = ("dim", "blocks", "min_block_dim", "probes", "num_tables", "seed")
+        for key in ints:
+            if key in d and (isinstance(d[key], bool) or not isinstance(d[key], int)):
+                raise ConfigError(f"{where}: {key} = {d[key]!r} must be an integer")
+        for key in ("rows", "collisions"):
+            if key in d and d[key] is not None and (
+                    isinstance(d[key], bool) or not isinstance(d[key], int)):
+                raise ConfigError(f"{where}: {key} = {d[key]!r} must be an integer")
+        if "alpha" in d and (isinstance(d["alpha"], bool)
+                             or not isinstance(d["alpha"], int | float)):
+            raise ConfigError(f"{where}: alpha = {d['alpha']!r} must be a number")
+        if "kind" in d and not isinstance(d["kind"], str):
+            raise ConfigError(f"{where}: kind = {d['kind']!r} must be a string")
+        values = dict(d)
+        if "alpha" in values:
+            values["alpha"] = float(values["alpha"])
+        config = cls(**values)
+        config.validate(where)
+        return config
+
+    def validate(self, where: str = "layout") -> None:
+        """Reject bad values, naming the key and value. Settings of another kind are only
+        range-checked, so e.g. per_feature with dim 5 is fine despite the default probes = 2."""
+        if self.kind not in KINDS:
+            raise ConfigError(
+                f"{where}: unknown layout kind {self.kind!r} (valid: {', '.join(KINDS)})")
+        if self.dim < 1:
+            raise ConfigError(f"{where}: dim = {self.dim} must be >= 1")
+        if self.probes < 1:
+            raise ConfigError(f"{where}: probes = {self.probes} must be >= 1")
+        if self.kind == "unified" and self.dim % self.probes:
+            raise ConfigError(
+                f"{where}: probes = {self.probes} does not divide dim = {self.dim} "
+                "(each probe gets dim / probes columns)")
+        if not 0.0 <= self.alpha <= 2.0:
+            raise ConfigError(f"{where}: alpha = {self.alpha} must be in [0, 2]")
+        if self.blocks < 1:
+            raise ConfigError(f"{where}: blocks = {self.blocks} must be >= 1")
+        if self.min_block_dim < 1 or (self.kind == "mixed_dim" and self.min_block_dim > self.dim):
+            raise ConfigError(
+                f"{where}: min_block_dim = {self.min_block_dim} must be in [1, dim = {self.dim}]")
+        if self.rows is not None and self.rows < 1:
+            raise ConfigError(f"{where}: rows = {self.rows} must be >= 1")
+        if self.num_tables < 1:
+            raise ConfigError(f"{where}: num_tables = {self.num_tables} must be >= 1")
+        if self.collisions is not None and self.collisions < 1:
+            raise ConfigError(f"{where}: collisions = {self.collisions} must be >= 1")
+        parse_budget(self.budget, f"{where}: budget")
+
+    def parsed_budget(self) -> Budget | None:
+        return parse_budget(self.budget, "layout.budget")
+
+
+@dataclass(frozen=True)
+class TableReport:
+    """One line of a layout's size report; `note` says e.g. that ids are hashed into fewer rows."""
+
+    name: str
+    rows: int
+    dim: int
+    params: int
+    bytes: int
+    note: str = ""
+
+
+def table_report(name: str, rows: int, dim: int, note: str = "") -> TableReport:
+    params = rows * dim
+    return TableReport(name, rows, dim, params, params * BYTES_PER_PARAM, note)
+
+
+def specs_from_prepared(data: Any, features: Sequence[str] | None = None) -> list[SparseFeatureSpec]:
+    """Specs for the sparse features of a features.cache.PreparedData (duck-typed)."""
+    names = list(features) if features is not None else list(data.sparse_names)
+    pooling_of: dict[str, str] = {}
+    meta = getattr(data, "meta", None)
+    if isinstance(meta, dict):
+        for entry in meta.get("sparse", []):
+            if isinstance(entry, dict) and entry.get("pooling") in POOLINGS:
+                pooling_of[entry["name"]] = entry["pooling"]
+    return [SparseFeatureSpec(name=name, cardinality=int(data.cardinality(name)),
+                              counts=np.asarray(data.counts(name), dtype=np.int64),
+                              pooling=pooling_of.get(name, "sum"))
+            for name in names]
+
+
+def check_specs(specs: Sequence[SparseFeatureSpec]) -> None:
+    if not specs:
+        raise ConfigError("layout: no sparse features to embed")
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise ConfigError(f"layout: sparse feature {spec.name!r} appears twice")
+        seen.add(spec.name)
+        if "__" in spec.name or "@" in spec.name:
+            raise ConfigError(
+                f"layout: feature name {spec.name!r} may not contain '__' or '@' "
+                "(reserved for table keys)")
+        if spec.cardinality < 1:
+            raise ConfigError(
+                f"layout: feature {spec.name!r} has cardinality {spec.cardinality} (< 1)")
+        if spec.pooling not in POOLINGS:
+            raise ConfigError(
+                f"layout: feature {spec.name!r} pooling {spec.pooling!r} "
+                f"(valid: {', '.join(POOLINGS)})")
+        if spec.counts is not None and len(spec.counts) != spec.cardinality:
+            raise ConfigError(
+                f"layout: feature {spec.name!r} has {len(spec.counts)} counts for cardinality "
+                f"{spec.cardinality}")
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def feature_salt(feature: str, slot: str, seed: int) -> int:
+    """A 63-bit salt for (feature name, slot), e.g. slot "p1" = probe 1: xxh64 of
+    "<feature>#<slot>" keyed by the layout seed. Keyed by name, not position, so a feature keeps
+    its rows when the feature list is reordered or subset."""
+    return int(hash_strings([f"{feature}#{slot}"], seed=seed & _MASK64)[0])
+
+
+def salted_hash_torch(values: torch.Tensor, salts: torch.Tensor, seed: int) -> torch.Tensor:
+    """hash_ids(value + salt (wrapping 64-bit add), seed): one vectorised call hashes ids of
+    many features, each with its own salt. Non-negative int64."""
+    return hash_ids_torch(values.to(torch.int64) + salts, seed)
+
+
+def salted_hash_np(values: np.ndarray, salt: int, seed: int) -> np.ndarray:
+    """The numpy twin of salted_hash_torch (bit-identical), for serving and tests."""
+    with np.errstate(over="ignore"):
+        mixed = np.asarray(values).astype(np.int64).astype(np.uint64) + np.uint64(salt)
+    return hash_ids_np(mixed, seed)
+
+
+def default_init_range(rows: int) -> tuple[float, float]:
+    bound = math.sqrt(1.0 / max(rows, 1))
+    return -bound, bound
+
+
+def make_table(name: str, rows: int, dim: int, feature_names: list[str]) -> EmbeddingBagConfig:
+    """Tables always sum-pool: mean features are divided by their bag length afterwards, because
+    a table may be shared by features of either pooling (unified) or split into blocks
+    (mixed_dim), where a per-table mean would be wrong."""
+    low, high = default_init_range(rows)
+    return EmbeddingBagConfig(name=name, num_embeddings=rows, embedding_dim=dim,
+                              feature_names=feature_names, pooling=PoolingType.SUM,
+                              weight_init_min=low, weight_init_max=high)
+
+
+def dense_device(device: torch.device | str | None) -> torch.device:
+    """Where the non-sharded parts live: DMP builds the EBC on meta, the rest stays real."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return torch.device("cpu") if dev.type == "meta" else dev
+
+
+class LayoutModule(nn.Module, ABC):
+    """forward(kjt) -> {feature: [B, dim]}. Subclasses supply transform() (the vectorised id
+    remap into the EBC's keys) and combine() (pooled EBC outputs -> per-feature tensors)."""
+
+    def __init__(self, feature_names: list[str], dim: int, mean_features: list[str],
+                 ebc: EmbeddingBagCollection) -> None:
+        super().__init__()
+        self.feature_names = list(feature_names)
+        self.dim = dim
+        self.mean_features = list(mean_features)
+        self.ebc = ebc
+        self._select_cache: dict[tuple[str, ...], list[int]] = {}
+
+    def select(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        """The layout's features in layout order (the batch may carry other features too)."""
+        keys = tuple(kjt.keys())
+        if list(keys) == self.feature_names:
+            return kjt
+        order = self._select_cache.get(keys)
+        if order is None:
+            position = {k: i for i, k in enumerate(keys)}
+            missing = [f for f in self.feature_names if f not in position]
+            if missing:
+                raise ConfigError(f"layout: batch lacks sparse feature(s) {missing}; "
+                                  f"it has {list(keys)}")
+            order = [position[f] for f in self.feature_names]
+            self._select_cache[keys] = order
+        return kjt.permute(order)
+
+    @staticmethod
+    def key_index(kjt: KeyedJaggedTensor) -> torch.Tensor:
+        """For each value of the KJT, the index of its key (vectorised)."""
+        num_keys = len(kjt.keys())
+        per_key = kjt.lengths().view(num_keys, -1).sum(dim=1)
+        return torch.repeat_interleave(
+            torch.arange(num_keys, device=kjt.values().device), per_key)
+
+    @abstractmethod
+    def transform(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        """Map the layout's features (in layout order) to the EBC's KJT."""
+
+    @abstractmethod
+    def combine(self, pooled: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Pooled EBC outputs -> {feature: [B, dim]}."""
+
+    def forward(self, kjt: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
+        kjt = self.select(kjt)
+        out = self.combine(self.ebc(self.transform(kjt)).to_dict())
+        if self.mean_features:
+            lengths = kjt.lengths().view(len(self.feature_names), -1)
+            for name in self.mean_features:
+                count = lengths[self.feature_names.index(name)].clamp(min=1)
+                out[name] = out[name] / count.unsqueeze(1).to(out[name].dtype)
+        return out
+
+
+def rebucket(kjt: KeyedJaggedTensor, new_key: torch.Tensor, new_values: torch.Tensor,
+             new_keys: list[str]) -> KeyedJaggedTensor:
+    """Move each value of `kjt` (same sample) into key `new_key[i]` of a KJT with keys
+    `new_keys`; bags that receive nothing become empty (pooling to zeros)."""
+    batch = kjt.stride()
+    lengths = kjt.lengths()
+    bag = torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
+    new_bag = new_key * batch + bag % batch
+    order = torch.argsort(new_bag, stable=True)
+    new_lengths = torch.bincount(new_bag, minlength=len(new_keys) * batch)
+    return KeyedJaggedTensor(keys=new_keys, values=new_values[order], lengths=new_lengths,
+                             stride=batch)
+
+
+class EmbeddingLayout(ABC):
+    """A plan of TorchRec tables for a list of sparse features, plus the module that uses them."""
+
+    name: str
+    dim: int
+    feature_names: list[str]
+
+    @abstractmethod
+    def table_configs(self) -> list[EmbeddingBagConfig]:
+        """The real TorchRec tables (what DMP shards)."""
+
+    @abstractmethod
+    def module(self, device: torch.device | str | None = None) -> LayoutModule:
+        """A fresh module; its EBC is built on `device` (may be "meta" for DMP)."""
+
+    @abstractmethod
+    def report(self) -> list[TableReport]:
+        """One row per table, plus a "projections" row when the layout has any."""
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.report())
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(r.bytes for r in self.report())
+
+    def describe(self) -> str:
+        lines = [f"{self.name}: dim {self.dim}, {len(self.feature_names)} features, "
+                 f"{self.total_params} params ({self.total_bytes} bytes)"]
+        for r in self.report():
+            note = f"  [{r.note}]" if r.note else ""
+            lines.append(f"  {r.name}: {r.rows} x {r.dim} = {r.params}{note}")
+        return "\n".join(lines)
