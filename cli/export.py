@@ -1,9 +1,29 @@
-"""`plexrec export`: argument parsing only; the work is done by the packages."""
+"""`plexrec export`: argument parsing only; the work is done by training.export."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Not built yet: the command appears once its package exists."""
+    p = sub.add_parser("export", help="write a vector snapshot of a trained two-tower model",
+                       description="Compute user and item vectors of a two-tower run, script "
+                       "the user tower, write a snapshot version under --out and log it to the "
+                       "MLflow run; prints one JSON line.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", dest="run_id", help="MLflow run id of a two-tower training run")
+    src.add_argument("--checkpoint", type=Path,
+                     help="a run directory (or one of its checkpoints/step-N)")
+    p.add_argument("--out", type=Path, default=Path("snapshots"),
+                   help="snapshot root; the version becomes a subdirectory")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.export import export_run
+
+    result = export_run(args.out, run_id=args.run_id, checkpoint=args.checkpoint)
+    print(json.dumps(result.to_json()), flush=True)
+    return 0

@@ -1,0 +1,502 @@
+"""The retrieval task: builds a two-tower model over a prepared cache, trains it on positive
+interactions with in-batch negatives, and evaluates Recall@K / NDCG@K on a leave-last-out split.
+
+`RetrievalTask` plugs the model into the sharded trainer (training/tasks.Task); the plain loop
+`train_two_tower` serves benchmarks and tests. Evaluation and export need the vectors of given
+rows (each user's and each item's feature row), hence `entity_rows` and `tower_vectors`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torchrec import KeyedJaggedTensor
+
+from features.errors import ConfigError, DataError
+from models.layouts import LayoutConfig, build_layout, specs_from_prepared
+from models.two_tower import Tower, TwoTower, log_q_from_counts, sampled_softmax_loss
+from training.retrieval_metrics import (
+    DEFAULT_KS,
+    LeaveLastOut,
+    evaluate_topk,
+    leave_last_out,
+    seen_before_test,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """The [model] and [retrieval] settings of a two-tower run (layout settings live in
+    [layout]). `max_steps` (when > 0) caps training; otherwise `epochs` passes are made."""
+
+    dim: int = 64
+    hidden: tuple[int, ...] = (128,)
+    temperature: float = 0.05
+    log_q: bool = True
+    lr: float = 0.005
+    weight_decay: float = 0.0
+    batch_size: int = 512
+    epochs: int = 5
+    max_steps: int = 0
+    holdout: int = 5
+    ks: tuple[int, ...] = DEFAULT_KS
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "retrieval") -> RetrievalConfig:
+        """Build from a TOML table; a ConfigError names the bad key and value."""
+        valid = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in d.items():
+            if key not in valid:
+                raise ConfigError(f"{where}: unknown key {key!r} (valid: {', '.join(valid)})")
+            default = getattr(cls, key) if key not in ("hidden", "ks") else ()
+            if key in ("hidden", "ks"):
+                if not isinstance(value, list | tuple) or not all(
+                        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+                    raise ConfigError(f"{where}: {key} = {value!r} must be a list of positive "
+                                      "integers")
+                value = tuple(value)
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{where}: {key} = {value!r} must be true or false")
+            elif isinstance(default, int):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ConfigError(f"{where}: {key} = {value!r} must be an integer")
+            elif isinstance(default, float):
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ConfigError(f"{where}: {key} = {value!r} must be a number")
+                value = float(value)
+            values[key] = value
+        config = cls(**values)
+        config.validate(where)
+        return config
+
+    def validate(self, where: str = "retrieval") -> None:
+        for key in ("dim", "batch_size", "holdout"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{where}: {key} = {getattr(self, key)} must be >= 1")
+        if self.batch_size < 2:
+            raise ConfigError(f"{where}: batch_size = {self.batch_size} must be >= 2 (in-batch "
+                              "negatives need other rows)")
+        if self.temperature <= 0:
+            raise ConfigError(f"{where}: temperature = {self.temperature} must be > 0")
+        if self.lr <= 0:
+            raise ConfigError(f"{where}: lr = {self.lr} must be > 0")
+        if self.epochs < 1 and self.max_steps < 1:
+            raise ConfigError(f"{where}: give epochs >= 1 or max_steps >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden"], d["ks"] = list(self.hidden), list(self.ks)
+        return d
+
+
+def side_features(data: Any, side: str) -> tuple[list[str], list[int]]:
+    """Sparse feature names (cache order) and dense column indices of one side of the schema."""
+    schema = data.schema
+    names = {f.name for f in schema.side(side)}
+    sparse = [n for n in data.sparse_names if n in names]
+    dense = [i for i, n in enumerate(data.dense_names) if n in names]
+    if not sparse:
+        raise ConfigError(f"{schema.source}: the two-tower model needs at least one sparse "
+                          f"feature with side = {side!r}")
+    return sparse, dense
+
+
+def key_names(data: Any) -> tuple[str, str]:
+    schema = data.schema
+    if not schema.user_key or not schema.item_key:
+        raise ConfigError(f"{schema.source}: [dataset] needs user_key and item_key for "
+                          "retrieval")
+    for key in (schema.user_key, schema.item_key):
+        if data.kind(key) != "categorical":
+            raise ConfigError(f"{schema.source}: {key} must be a categorical feature")
+    return schema.user_key, schema.item_key
+
+
+def key_ids(data: Any, name: str) -> np.ndarray:
+    """The id of a categorical feature per row (one value per row)."""
+    values = np.asarray(data.values(name))
+    if len(values) != data.num_rows:
+        raise DataError(f"{name} has {len(values)} values for {data.num_rows} rows",
+                        path=str(data.path))
+    return values
+
+
+@dataclass
+class TwoTowerParts:
+    model: TwoTower
+    user_layout: Any
+    item_layout: Any
+    user_sparse: list[str]
+    user_dense: list[int]
+    item_sparse: list[str]
+    item_dense: list[int]
+
+    @property
+    def embedding_params(self) -> int:
+        return int(self.user_layout.total_params + self.item_layout.total_params)
+
+    @property
+    def embedding_bytes(self) -> int:
+        return int(self.user_layout.total_bytes + self.item_layout.total_bytes)
+
+
+def split_budget(layout: LayoutConfig, sizes: Sequence[int]) -> list[LayoutConfig]:
+    """One layout config per tower: a [layout] budget is the total over both towers, shared in
+    proportion to each tower's uncompressed size (its features' cardinalities)."""
+    budget = layout.parsed_budget()
+    if budget is None:
+        return [layout for _ in sizes]
+    total = sum(sizes)
+    if budget.params is not None:
+        return [replace(layout, budget=max(1, budget.params * n // total)) for n in sizes]
+    assert budget.bytes is not None
+    return [replace(layout, budget=f"{max(1, budget.bytes * n // total)}B") for n in sizes]
+
+
+def build_two_tower(data: Any, layout: LayoutConfig, config: RetrievalConfig,
+                    device: torch.device | str | None = None) -> TwoTowerParts:
+    """One layout per side over that side's sparse features (same layout kind and settings), so
+    users and items never share embedding rows."""
+    torch.manual_seed(config.seed)
+    user_sparse, user_dense = side_features(data, "user")
+    item_sparse, item_dense = side_features(data, "item")
+    user_cfg, item_cfg = split_budget(layout, [
+        sum(data.cardinality(n) for n in names) for names in (user_sparse, item_sparse)])
+    user_layout = build_layout(specs_from_prepared(data, user_sparse), user_cfg)
+    item_layout = build_layout(specs_from_prepared(data, item_sparse), item_cfg)
+    user = Tower(user_layout.module(device), user_layout.feature_names, user_layout.dim,
+                 user_dense, config.hidden, config.dim)
+    item = Tower(item_layout.module(device), item_layout.feature_names, item_layout.dim,
+                 item_dense, config.hidden, config.dim)
+    return TwoTowerParts(TwoTower(user, item, config.temperature), user_layout, item_layout,
+                         user_sparse, user_dense, item_sparse, item_dense)
+
+
+def entity_rows(data: Any, key: str, rows: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, row) for every id of `key` except the OOV row 0: each id's latest row by time
+    (file order when there is no time), among `rows` when given. Ids absent from `rows` are left
+    out."""
+    ids = key_ids(data, key)
+    rows = np.arange(data.num_rows) if rows is None else np.asarray(rows, dtype=np.int64)
+    time_ = data.time
+    order_key = np.asarray(time_)[rows] if time_ is not None else rows
+    order = np.lexsort((rows, order_key))
+    rows = rows[order]
+    row_ids = ids[rows]
+    last = np.full(data.cardinality(key), -1, dtype=np.int64)
+    last[row_ids] = rows
+    present = np.flatnonzero(last >= 0)
+    present = present[present != 0]
+    return present, last[present]
+
+
+@torch.no_grad()
+def tower_vectors(tower: Tower, data: Any, rows: np.ndarray, batch_size: int = 1024
+                  ) -> torch.Tensor:
+    """Vectors of one tower for the given rows (eval mode)."""
+    from features.batching import BatchLoader
+
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return torch.zeros(0, tower.dim)
+    order = np.argsort(rows, kind="stable")
+    was_training = tower.training
+    tower.eval()
+    out = torch.cat([tower(b.sparse_features, b.dense_features)
+                     for b in BatchLoader(data, rows[order], batch_size)])
+    tower.train(was_training)
+    result = torch.empty_like(out)
+    result[torch.from_numpy(order)] = out
+    return result
+
+
+@dataclass
+class TrainResult:
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+    examples: int = 0
+    seconds: float = 0.0
+
+    @property
+    def examples_per_sec(self) -> float:
+        return self.examples / self.seconds if self.seconds > 0 else 0.0
+
+
+def positive_rows(data: Any, rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.int64)
+    return rows[np.asarray(data.labels)[rows] > 0.5]
+
+
+def retrieval_loss(model: TwoTower, dense: torch.Tensor, kjt: KeyedJaggedTensor, item_key: str,
+                   log_q: torch.Tensor | None) -> torch.Tensor:
+    """The training objective of one batch of positive rows."""
+    user, item = model(dense, kjt)
+    item_ids = kjt[item_key].values()
+    return sampled_softmax_loss(user, item, item_ids, log_q, model.temperature)
+
+
+def item_log_q(data: Any, rows: np.ndarray, item_key: str) -> torch.Tensor:
+    """Sampling log-probability of each item id, from the positive training rows."""
+    ids = key_ids(data, item_key)[rows]
+    return log_q_from_counts(np.bincount(ids, minlength=data.cardinality(item_key)))
+
+
+def train_two_tower(parts: TwoTowerParts, data: Any, rows: np.ndarray, config: RetrievalConfig,
+                    log_every: int = 0) -> TrainResult:
+    """A plain single-process loop (Adam on everything) over the positive rows among `rows`,
+    for benchmarks and tests; `plexrec train` runs RetrievalTask under the sharded trainer."""
+    from features.batching import BatchLoader
+
+    _, item_key = key_names(data)
+    pos = positive_rows(data, rows)
+    if len(pos) < 2:
+        raise DataError(f"only {len(pos)} positive training rows", path=str(data.path))
+    batch = min(config.batch_size, len(pos))
+    per_epoch = len(pos) // batch
+    total = config.max_steps if config.max_steps > 0 else per_epoch * config.epochs
+    log_q = item_log_q(data, pos, item_key) if config.log_q else None
+    model = parts.model
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loader = BatchLoader(data, pos, batch, shuffle=True, seed=config.seed, drop_last=True)
+    result = TrainResult()
+    started = time.perf_counter()
+    for step in range(total):
+        if step % per_epoch == 0:
+            loader.set_epoch(step // per_epoch)
+            batches = iter(loader)
+        b = next(batches)
+        loss = retrieval_loss(model, b.dense_features, b.sparse_features, item_key, log_q)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise DataError(f"two-tower loss became {value} at step {step}", path=str(data.path))
+        result.losses.append(value)
+        result.examples += batch
+        if log_every and (step + 1) % log_every == 0:
+            log.info("step %d/%d loss %.4f", step + 1, total,
+                     float(np.mean(result.losses[-log_every:])))
+    result.steps = total
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def two_tower_scorer(model: TwoTower, data: Any, user_rows_from: np.ndarray
+                     ) -> tuple[Callable[[np.ndarray], torch.Tensor], np.ndarray]:
+    """(score function over all vocabulary items, the candidate item ids). User vectors come
+    from each user's latest row among `user_rows_from`, item vectors from each item's latest row
+    in the whole data (item features are content, and an item seen only in held-out rows is
+    still a candidate)."""
+    user_key, item_key = key_names(data)
+    users, user_rows = entity_rows(data, user_key, user_rows_from)
+    items, item_rows = entity_rows(data, item_key)
+    user_vecs = tower_vectors(model.user, data, user_rows)
+    item_vecs = tower_vectors(model.item, data, item_rows)
+    row_of_user = np.full(data.cardinality(user_key), -1, dtype=np.int64)
+    row_of_user[users] = np.arange(len(users))
+
+    def score(batch_users: np.ndarray) -> torch.Tensor:
+        rows = row_of_user[batch_users]
+        if (rows < 0).any():
+            raise DataError(f"user id {int(batch_users[rows < 0][0])} has no training row",
+                            path=str(data.path))
+        return user_vecs[torch.from_numpy(rows)] @ item_vecs.T
+
+    return score, items
+
+
+def evaluate_two_tower(model: TwoTower, data: Any, split: LeaveLastOut,
+                       ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """Full-catalogue Recall@K / NDCG@K on the split's test positives."""
+    score, items = two_tower_scorer(model, data, np.concatenate([split.train_rows,
+                                                                 split.val_rows]))
+    return evaluate_topk(score, split.test_pos, seen_before_test(split), items, ks)
+
+
+def make_split(data: Any, holdout: int, val_holdout: int = 0) -> LeaveLastOut:
+    user_key, item_key = key_names(data)
+    return leave_last_out(key_ids(data, user_key), key_ids(data, item_key),
+                          np.asarray(data.labels), None if data.time is None
+                          else np.asarray(data.time), holdout, val_holdout)
+
+
+def metric_key(name: str) -> str:
+    """"recall@10" -> "recall_at_10": MLflow and JSON friendly."""
+    return name.replace("@", "_at_")
+
+
+# The trainer's Task protocol (training/tasks.py): the two-tower model under DMP.
+
+RETRIEVAL_DEFAULTS: dict[str, Any] = {"temperature": 0.05, "log_q": True, "holdout": 5}
+
+
+def retrieval_config(cfg: Any) -> RetrievalConfig:
+    """The retrieval settings of a RunConfig: the towers' MLP is `[model] deep_mlp` (the last
+    entry is the vector width); temperature, log_q, holdout and ks come from an optional
+    `[retrieval]` table; batch size, learning rate and steps from [data], [optim] and [train]."""
+    table = dict(getattr(cfg, "retrieval", None) or {})
+    allowed = ("temperature", "log_q", "holdout", "ks")
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{cfg.source} [retrieval]: unknown key(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(allowed)})")
+    mlp_widths = list(cfg.model.deep_mlp)
+    if not mlp_widths:
+        raise ConfigError(f"{cfg.source} [model] deep_mlp: the two-tower model needs at least "
+                          "the output width")
+    values = {**RETRIEVAL_DEFAULTS, **table, "dim": mlp_widths[-1], "hidden": mlp_widths[:-1],
+              "lr": cfg.optim.dense_lr, "weight_decay": cfg.optim.weight_decay,
+              "batch_size": cfg.data.batch_size, "epochs": cfg.train.epochs,
+              "max_steps": cfg.train.max_steps, "seed": cfg.train.seed}
+    return RetrievalConfig.from_dict(values, f"{cfg.source} [retrieval]")
+
+
+class InBatchEvaluator:
+    """Validation during training: each positive row's item ranked among the other items of its
+    evaluation batch (same-item columns masked). Cheap and batch-local, so it works on sharded
+    models; the full-catalogue Recall@K / NDCG@K come from `RetrievalTask.final_metrics`."""
+
+    def __init__(self, dim: int, item_key: str, ks: Sequence[int] = (1, 10)) -> None:
+        self.dim, self.item_key, self.ks = dim, item_key, tuple(ks)
+        self.hits = torch.zeros(len(self.ks), dtype=torch.float64)
+        self.count = 0
+
+    def update(self, batch: Any, output: torch.Tensor) -> None:
+        user, item = output[:, :self.dim].float(), output[:, self.dim:].float()
+        ids = batch.sparse_features[self.item_key].values().to(output.device)
+        scores = user @ item.T
+        same = ids.unsqueeze(0) == ids.unsqueeze(1)
+        same.fill_diagonal_(False)
+        scores = scores.masked_fill(same, float("-inf"))
+        rank = (scores > scores.diagonal().unsqueeze(1)).sum(dim=1)
+        for j, k in enumerate(self.ks):
+            self.hits[j] += float((rank < k).sum())
+        self.count += len(ids)
+
+    def compute(self) -> dict[str, float]:
+        import torch.distributed as dist
+
+        totals = torch.cat([self.hits, torch.tensor([float(self.count)], dtype=torch.float64)])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(totals)
+        n = max(float(totals[-1]), 1.0)
+        out = {f"inbatch_recall_at_{k}": float(totals[j]) / n for j, k in enumerate(self.ks)}
+        out["examples"] = float(totals[-1])
+        return out
+
+
+class RetrievalTask:
+    """Two-tower retrieval on positive interactions (label 1) with in-batch negatives.
+
+    Hooks beyond training/tasks.Task: `split(cfg, data)` (leave-last-out: each user's last
+    `holdout` positives test, the `holdout` before them validation) and
+    `final_metrics(model, data, cfg)` (full-catalogue Recall@K / NDCG@K of an unsharded model)."""
+
+    name = "retrieval"
+    primary_metric = "inbatch_recall_at_10"
+
+    def __init__(self) -> None:
+        self.config: RetrievalConfig | None = None
+        self.user_key = self.item_key = ""
+        self.log_q: torch.Tensor | None = None
+        self._split: LeaveLastOut | None = None
+
+    def configure(self, cfg: Any, data: Any) -> RetrievalTask:
+        self.config = retrieval_config(cfg)
+        self.user_key, self.item_key = key_names(data)
+        return self
+
+    def _cfg(self) -> RetrievalConfig:
+        if self.config is None:
+            raise ConfigError("RetrievalTask used before configure(cfg, data)")
+        return self.config
+
+    def leave_last_out(self, data: Any) -> LeaveLastOut:
+        if self._split is None:
+            holdout = self._cfg().holdout
+            self._split = make_split(data, holdout, val_holdout=holdout)
+        return self._split
+
+    def split(self, cfg: Any, data: Any) -> Any:
+        from features.batching import Splits
+
+        s = self.leave_last_out(data)
+        return Splits(train=s.train_rows, val=s.val_rows, test=s.test_rows)
+
+    def validate(self, cfg: Any, data: Any) -> None:
+        key_names(data)
+        side_features(data, "user")
+        side_features(data, "item")
+        if cfg.data.batch_size < 2:
+            raise ConfigError(f"{cfg.source} [data] batch_size: in-batch negatives need >= 2")
+
+    def build_parts(self, cfg: Any, data: Any, device: str | torch.device) -> TwoTowerParts:
+        layout = LayoutConfig.from_dict(cfg.layout, f"{cfg.source} [layout]")
+        return build_two_tower(data, layout, self._cfg(), device)
+
+    def build(self, cfg: Any, data: Any, device: str | torch.device) -> Any:
+        from training.tasks import BuiltModel
+
+        parts = self.build_parts(cfg, data, device)
+        report = ([replace(r, name=f"user.{r.name}") for r in parts.user_layout.report()]
+                  + [replace(r, name=f"item.{r.name}") for r in parts.item_layout.report()])
+        tables = [t.name for lay in (parts.user_layout, parts.item_layout)
+                  for t in lay.table_configs()]
+        return BuiltModel(module=parts.model, report=report,
+                          embedding_params=parts.embedding_params,
+                          embedding_bytes=parts.embedding_bytes,
+                          table_names=list(dict.fromkeys(tables)),
+                          describe="user tower " + parts.user_layout.describe()
+                          + "\nitem tower " + parts.item_layout.describe())
+
+    def loader(self, data: Any, rows: np.ndarray, *, batch_size: int, shuffle: bool, seed: int,
+               rank: int, world_size: int, drop_last: bool) -> Any:
+        """Batches of the positive rows only: a negative interaction is no retrieval target."""
+        from features.batching import BatchLoader
+
+        pos = positive_rows(data, rows)
+        if shuffle and self._cfg().log_q and self.log_q is None:
+            self.log_q = item_log_q(data, pos, self.item_key)
+        return BatchLoader(data, pos, batch_size, shuffle=shuffle, seed=seed, rank=rank,
+                           world_size=world_size, drop_last=drop_last)
+
+    def forward(self, model: Any, batch: Any) -> torch.Tensor:
+        user, item = model(batch.dense_features, batch.sparse_features)
+        return torch.cat([user, item], dim=1)
+
+    def loss(self, batch: Any, output: torch.Tensor) -> torch.Tensor:
+        cfg = self._cfg()
+        user, item = output[:, :cfg.dim], output[:, cfg.dim:]
+        ids = batch.sparse_features[self.item_key].values().to(output.device)
+        log_q = self.log_q.to(output.device) if self.log_q is not None else None
+        return sampled_softmax_loss(user, item, ids, log_q, cfg.temperature)
+
+    def batch_size(self, batch: Any) -> int:
+        return int(batch.labels.shape[0])
+
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        return batch if device.type == "cpu" else batch.to(device, non_blocking=True)
+
+    def evaluator(self) -> InBatchEvaluator:
+        return InBatchEvaluator(self._cfg().dim, self.item_key)
+
+    def final_metrics(self, model: TwoTower, data: Any, cfg: Any = None) -> dict[str, float]:
+        """Full-catalogue test metrics ("recall_at_10", "ndcg_at_100", ...) of an unsharded
+        model, on the leave-last-out test positives."""
+        metrics = evaluate_two_tower(model, data, self.leave_last_out(data), self._cfg().ks)
+        return {metric_key(k): float(v) for k, v in metrics.items()}
+
