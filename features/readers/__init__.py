@@ -1,5 +1,5 @@
 """Readers turn raw files into chunks of raw columns (pandas DataFrames); `read_chunks` picks one
-by `schema.format`. Each chunk carries `attrs["lines"]` (1-based input line of each row) and
+by `schema.format`. Each chunk has a `_line` column (1-based input line of each row) and
 `attrs["path"]`, so later stages can still name the culprit of a bad value."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import pandas as pd
 
 from features.errors import SchemaError
 from features.readers.criteo import CRITEO_COLUMNS, read_criteo
-from features.readers.delimited import ReadStats, check_policy
+from features.readers.delimited import LINE_COLUMN, ReadStats, check_policy
 from features.readers.movielens import MOVIELENS_COLUMNS, movielens_files, read_movielens
 from features.readers.tabular import read_csv, read_parquet, tabular_files
 from features.schema import Schema
 
-__all__ = ["CRITEO_COLUMNS", "MOVIELENS_COLUMNS", "ReadStats", "input_files", "read_chunks"]
+__all__ = ["CRITEO_COLUMNS", "LINE_COLUMN", "MOVIELENS_COLUMNS", "ReadStats", "input_files", "read_chunks"]
 
 _READERS = {"criteo": read_criteo, "movielens": read_movielens, "csv": read_csv,
             "parquet": read_parquet}
@@ -48,8 +48,9 @@ def read_chunks(schema: Schema, input_path: str | Path, chunk_rows: int = 1_000_
         raise SchemaError(f"{schema.source}: no reader for format {schema.format!r}") from None
     stats = stats if stats is not None else ReadStats()
     for df in reader(schema, Path(input_path), chunk_rows, on_bad_row, stats):
-        stats.rows += len(df)
-        yield df
+        if len(df):
+            stats.rows += len(df)
+            yield df
     if stats.skipped:
         import logging
 

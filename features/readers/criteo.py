@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.errors import DataError
-from features.readers.delimited import ReadStats, read_delimited, validate_numeric
+from features.readers.delimited import LINE_COLUMN, ReadStats, read_delimited, validate_numeric
 from features.readers.roles import column_roles, require_columns
 from features.schema import Schema
 
@@ -32,6 +32,6 @@ def read_criteo(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
                                     chunk_rows=chunk_rows, on_bad_row=on_bad_row, stats=stats):
         df, lines = validate_numeric(df, lines, roles.numeric, roles.required, path, on_bad_row,
                                      stats)
-        df.attrs["lines"] = lines
+        df[LINE_COLUMN] = lines
         df.attrs["path"] = str(path)
         yield df

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.errors import DataError
+from features.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 BAD_ROW_POLICIES = ("error", "skip")
+LINE_COLUMN = "_line"
 
 
 @dataclass
@@ -38,7 +39,7 @@ class ReadStats:
 
 def check_policy(on_bad_row: str) -> None:
     if on_bad_row not in BAD_ROW_POLICIES:
-        raise DataError(f"on_bad_row must be one of {', '.join(BAD_ROW_POLICIES)}, "
+        raise ConfigError(f"on_bad_row must be one of {', '.join(BAD_ROW_POLICIES)}, "
                         f"got {on_bad_row!r}")
 
 
@@ -70,8 +71,8 @@ def _join_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, sel: np.ndarr
 
 def numeric_column(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """float64 values and a mask of entries that are present but not numbers."""
-    if raw.dtype != object:
-        return raw.to_numpy(dtype=np.float64), np.zeros(len(raw), dtype=bool)
+    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        return raw.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(raw), dtype=bool)
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
     return values, np.isnan(values) & raw.notna().to_numpy()
 
@@ -90,8 +91,8 @@ def validate_numeric(df: pd.DataFrame, lines: np.ndarray, numeric: Sequence[str]
             if mask.any():
                 i = int(np.argmax(mask))
                 if on_bad_row == "error":
-                    raise DataError(f"{what}: {df[name].iloc[i]!r}", path=str(path),
-                                    line=int(lines[i]), field=name)
+                    shown = f"{what}: {df[name].iloc[i]!r}" if what == "not a number" else what
+                    raise DataError(shown, path=str(path), line=int(lines[i]), field=name)
                 stats.skip(f"{name}: {what}", int((mask & ~bad).sum()))
                 bad |= mask
         converted[name] = values
@@ -130,6 +131,7 @@ def read_delimited(path: Path, names: Sequence[str], *, delimiter: str, header: 
         line_base += len(ends)
         seps = np.flatnonzero(arr == delim)
         nsep = np.diff(np.searchsorted(seps, ends), prepend=0)
+        del seps
         length = ends - starts
         blank = (length == 0) | ((length == 1) & (arr[np.maximum(ends - 1, 0)] == 13))
         keep = ~blank

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import DataError
-from features.readers.delimited import ReadStats, read_delimited, validate_numeric
+from features.readers.delimited import LINE_COLUMN, ReadStats, read_delimited, validate_numeric
 from features.readers.roles import column_roles, require_columns
 from features.schema import Schema
 
@@ -89,7 +89,7 @@ def read_movielens(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
     require_columns(schema, MOVIELENS_COLUMNS, path)
     users, items = _users(path), _items(path)
     roles = column_roles(schema)
-    numeric = tuple(c for c in roles.numeric if c in ("rating", "timestamp"))
+    extra_numeric = tuple(c for c in roles.numeric if c not in ("rating", "timestamp"))
     for df, lines in read_delimited(files[0], RATING_COLUMNS, delimiter="\t", header=False,
                                     usecols=RATING_COLUMNS, string_cols=("user_id", "item_id"),
                                     chunk_rows=chunk_rows, on_bad_row=on_bad_row, stats=stats):
@@ -98,9 +98,9 @@ def read_movielens(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
         df = _join(df, users, "user_id", lines, files[0], files[1])
         df = _join(df, items, "item_id", lines, files[0], files[2])
         df = df[list(dict.fromkeys(RATING_COLUMNS + roles.all))]
-        for name in roles.numeric:
-            if name not in numeric:
-                df[name] = pd.to_numeric(df[name], errors="coerce").astype(np.float64)
-        df.attrs["lines"] = lines
+        if extra_numeric:
+            df, lines = validate_numeric(df, lines, extra_numeric, (), files[0], on_bad_row,
+                                         stats)
+        df[LINE_COLUMN] = lines
         df.attrs["path"] = str(files[0])
         yield df

@@ -10,6 +10,7 @@ import pandas as pd
 
 from features.errors import DataError
 from features.readers.delimited import (
+    LINE_COLUMN,
     ReadStats,
     header_names,
     read_delimited,
@@ -50,7 +51,7 @@ def read_csv(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
                                         on_bad_row=on_bad_row, stats=stats):
             df, lines = validate_numeric(df, lines, roles.numeric, roles.required, file,
                                          on_bad_row, stats)
-            df.attrs["lines"] = lines
+            df[LINE_COLUMN] = lines
             df.attrs["path"] = str(file)
             yield df
 
@@ -75,6 +76,6 @@ def read_parquet(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
                     df[name] = col.astype(str).where(col.notna(), None)
             df, lines = validate_numeric(df, lines, roles.numeric, roles.required, file,
                                          on_bad_row, stats)
-            df.attrs["lines"] = lines
+            df[LINE_COLUMN] = lines
             df.attrs["path"] = str(file)
             yield df

@@ -1,0 +1,49 @@
+"""Schema -> TOML text, so a prepared cache carries the exact schema it was built with (even one
+built from a dict in memory), and `parse_schema` of that text has the same fingerprint."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from features.schema import Feature, Schema
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def _table(pairs: dict[str, Any]) -> list[str]:
+    return [f"{k} = {_value(v)}" for k, v in pairs.items() if v is not None]
+
+
+def _feature(f: Feature) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": f.name, "kind": f.kind, "side": f.side, "column": f.column}
+    if f.kind == "dense":
+        out.update(fill=f.fill, transform=f.transform, min=f.clamp_min, max=f.clamp_max)
+    else:
+        out.update(min_count=f.min_count, hash_size=f.hash_size, separator=f.separator,
+                   max_length=f.max_length)
+    return out
+
+
+def schema_to_toml(schema: Schema) -> str:
+    dataset = {"name": schema.name, "format": schema.format, "columns": list(schema.columns),
+               "delimiter": schema.delimiter, "header": schema.header,
+               "time_column": schema.time_column, "user_key": schema.user_key,
+               "item_key": schema.item_key}
+    label = {"column": schema.label.column, "kind": schema.label.kind,
+             "threshold": schema.label.threshold}
+    lines = [f"# written from {schema.source}", "[dataset]", *_table(dataset), "",
+             "[label]", *_table(label)]
+    for f in schema.features:
+        lines += ["", "[[features]]", *_table(_feature(f))]
+    return "\n".join(lines) + "\n"

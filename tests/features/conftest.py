@@ -1,0 +1,31 @@
+"""Prepared caches of the real samples, built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from features.cache import PreparedData
+from features.prepare import prepare
+from features.schema import load_schema
+from tests.conftest import CONFIGS, CRITEO_10K, ML_100K
+
+
+@pytest.fixture(scope="session")
+def criteo_cache(tmp_path_factory: pytest.TempPathFactory) -> PreparedData:
+    out = tmp_path_factory.mktemp("criteo") / "cache"
+    prepare(load_schema(CONFIGS / "criteo.toml"), CRITEO_10K, out, progress=False)
+    return PreparedData.open(out)
+
+
+@pytest.fixture(scope="session")
+def movielens_cache(tmp_path_factory: pytest.TempPathFactory) -> PreparedData:
+    out = tmp_path_factory.mktemp("movielens") / "cache"
+    prepare(load_schema(CONFIGS / "movielens.toml"), ML_100K, out, progress=False)
+    return PreparedData.open(out)
+
+
+@pytest.fixture()
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
