@@ -1,9 +1,80 @@
-"""`plexrec query`: argument parsing only; the work is done by the packages."""
+"""`plexrec query`: argument parsing only; the work is done by serving.client."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+from features.errors import ConfigError
+
+
+def _id_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integer ids, got {text!r}")\
+            from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Not built yet: the command appears once its package exists."""
+    p = sub.add_parser("query", help="query a running plexrec server (prints JSON)",
+                       description="Calls the EmbeddingService; on an RPC error prints "
+                                   "`error: <STATUS>: <message>` and exits 2.")
+    p.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of the server")
+    p.add_argument("--timeout", type=float, default=5.0, help="deadline per call in seconds")
+    p.add_argument("--version", dest="snapshot_version", default="",
+                   help="snapshot version to ask (default: the server's current one)")
+    q = p.add_subparsers(dest="query_command", required=True, metavar="QUERY")
+    info = q.add_parser("info", help="model info")
+    info.set_defaults(func=run_info)
+    emb = q.add_parser("embeddings", help="stored vectors of ids")
+    emb.add_argument("--entity", choices=("user", "item"), required=True)
+    emb.add_argument("--ids", type=_id_list, required=True, help="comma-separated ids")
+    emb.set_defaults(func=run_embeddings)
+    ret = q.add_parser("retrieve", help="top-k items for a user")
+    ret.add_argument("--user", type=int, default=None, help="known user id")
+    ret.add_argument("--features", default=None,
+                     help='raw user features as JSON, e.g. {"age": "31", "genres": "a|b"}')
+    ret.add_argument("--k", type=int, default=10)
+    ret.add_argument("--exclude", type=_id_list, default=[], help="item ids to leave out")
+    ret.set_defaults(func=run_retrieve)
+
+
+def _client(args: argparse.Namespace):  # noqa: ANN202 - lazy import keeps `plexrec -h` fast
+    from serving.client import EmbeddingClient
+
+    return EmbeddingClient(args.target, timeout=args.timeout)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print(json.dumps(client.info(args.snapshot_version), sort_keys=True))
+    return 0
+
+
+def run_embeddings(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        r = client.embeddings(args.entity, args.ids, args.snapshot_version)
+    print(json.dumps({"version": r.version, "found_ids": r.found_ids.tolist(),
+                      "missing_ids": r.missing_ids.tolist(),
+                      "vectors": r.vectors.tolist()}))
+    return 0
+
+
+def run_retrieve(args: argparse.Namespace) -> int:
+    if (args.user is None) == (args.features is None):
+        raise ConfigError("retrieve: give exactly one of --user or --features")
+    features = None
+    if args.features is not None:
+        try:
+            features = json.loads(args.features)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--features: not valid JSON: {exc}") from exc
+        if not isinstance(features, dict):
+            raise ConfigError("--features: expected a JSON object of name -> value")
+    with _client(args) as client:
+        r = client.retrieve(user_id=args.user, user_features=features, k=args.k,
+                            exclude=args.exclude, version=args.snapshot_version)
+    print(json.dumps({"version": r.version, "item_ids": r.item_ids.tolist(),
+                      "scores": [round(float(s), 6) for s in r.scores]}))
+    return 0

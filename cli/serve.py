@@ -1,9 +1,42 @@
-"""`plexrec serve`: argument parsing only; the work is done by the packages."""
+"""`plexrec serve`: argument parsing only; the work is done by serving.server."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Not built yet: the command appears once its package exists."""
+    p = sub.add_parser("serve", help="serve embeddings and retrieval over gRPC",
+                       description="Loads a snapshot version, builds its candidate index, follows "
+                                   "the Redis `current` pointer for hot swaps, and answers the "
+                                   "plexrec.v1.EmbeddingService until SIGTERM/SIGINT. Prints "
+                                   '{"event": "serving", "port": N, "version": V} once ready.')
+    p.add_argument("--snapshot", default=None,
+                   help="snapshot version directory or a root of version directories")
+    p.add_argument("--redis", default=None,
+                   help="Redis URL (default: $REDIS_URL; none = serve from the snapshot only)")
+    p.add_argument("--namespace", default=None, help="Redis key namespace (default: default)")
+    p.add_argument("--port", type=int, default=None, help="port (0 = pick a free one)")
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    p.add_argument("--config", default=None, help="server TOML (flags override it)")
+    p.add_argument("--exact-threshold", type=int, default=None,
+                   help="item count from which FAISS replaces exact search")
+    p.add_argument("--index-kind", choices=("hnsw", "ivf"), default=None,
+                   help="FAISS index kind above the threshold")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from features.errors import ConfigError
+    from serving.server import run as run_server
+    from serving.server_config import load_server_config
+
+    config = load_server_config(
+        args.config, snapshot=args.snapshot, redis_url=args.redis or os.environ.get("REDIS_URL"),
+        namespace=args.namespace, port=args.port, host=args.host,
+        exact_threshold=args.exact_threshold, index_kind=args.index_kind)
+    if config.snapshot is None:
+        raise ConfigError("no snapshot to serve: pass --snapshot DIR (or set snapshot in "
+                          "--config)")
+    return run_server(config)

@@ -1,0 +1,120 @@
+"""A small synchronous Python client of the EmbeddingService, used by `plexrec query`, the tests
+and other services. gRPC failures surface as ServingError carrying the status code and details
+(a PlexrecError, so the CLI prints it as one line)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import grpc
+import numpy as np
+
+from features.errors import PlexrecError
+from proto.plexrec.v1 import plexrec_pb2 as pb
+from proto.plexrec.v1 import plexrec_pb2_grpc as pb_grpc
+
+ENTITIES = {"user": pb.USER, "item": pb.ITEM}
+
+
+class ServingError(PlexrecError):
+    """A failed RPC: `.code` is the grpc.StatusCode, `.details` the server's message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self.code, self.details = code, details
+        super().__init__(f"{code.name}: {details}")
+
+
+class Embeddings(NamedTuple):
+    found_ids: np.ndarray
+    vectors: np.ndarray
+    missing_ids: np.ndarray
+    version: str
+
+
+class Retrieved(NamedTuple):
+    item_ids: np.ndarray
+    scores: np.ndarray
+    version: str
+
+
+def decode_embeddings(response: pb.GetEmbeddingsResponse) -> Embeddings:
+    """The packed little-endian float32 bytes as a [found, width] array."""
+    vectors = np.frombuffer(response.vectors, dtype="<f4").reshape(-1, max(response.width, 1))
+    return Embeddings(np.asarray(response.found_ids, dtype=np.int64), vectors,
+                      np.asarray(response.missing_ids, dtype=np.int64), response.version)
+
+
+def _entity(entity: str | int) -> int:
+    if isinstance(entity, int):
+        return entity
+    try:
+        return ENTITIES[entity.lower()]
+    except KeyError:
+        raise PlexrecError(f"entity must be 'user' or 'item', got {entity!r}") from None
+
+
+def retrieve_request(*, user_id: int | None = None, user_features: Mapping[str, str] | None = None,
+                     vector: Sequence[float] | np.ndarray | None = None, k: int = 10,
+                     exclude: Iterable[int] = (), version: str = "") -> pb.RetrieveRequest:
+    """Exactly one of user_id, user_features, vector."""
+    given = [x is not None for x in (user_id, user_features, vector)]
+    if sum(given) != 1:
+        raise PlexrecError("retrieve needs exactly one of user_id, user_features, vector")
+    request = pb.RetrieveRequest(k=k, exclude_item_ids=list(exclude), version=version)
+    if user_id is not None:
+        request.user_id = int(user_id)
+    elif user_features is not None:
+        request.user_features.values.update({str(a): str(b) for a, b in user_features.items()})
+    else:
+        request.query_vector.values.extend(np.asarray(vector, dtype=np.float32).tolist())
+    return request
+
+
+class EmbeddingClient:
+    """One channel to a server; every call has a deadline of `timeout` seconds."""
+
+    def __init__(self, target: str, timeout: float = 5.0, max_message_bytes: int = 64 << 20
+                 ) -> None:
+        self.target, self.timeout = target, timeout
+        self.channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes)])
+        self.stub = pb_grpc.EmbeddingServiceStub(self.channel)
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise ServingError(exc.code(), exc.details() or "") from exc
+
+    def info(self, version: str = "") -> dict[str, Any]:
+        r = self._call(self.stub.GetModelInfo, pb.GetModelInfoRequest(version=version))
+        return {"version": r.version, "width": r.width, "user_count": r.user_count,
+                "item_count": r.item_count, "run_id": r.run_id, "index_kind": r.index_kind,
+                "partitions": r.partitions, "metrics": dict(r.metrics),
+                "has_user_tower": r.has_user_tower, "loaded_versions": list(r.loaded_versions)}
+
+    def embeddings(self, entity: str | int, ids: Iterable[int], version: str = "") -> Embeddings:
+        request = pb.GetEmbeddingsRequest(entity=_entity(entity), ids=[int(i) for i in ids],
+                                          version=version)
+        return decode_embeddings(self._call(self.stub.GetEmbeddings, request))
+
+    def retrieve(self, *, user_id: int | None = None,
+                 user_features: Mapping[str, str] | None = None,
+                 vector: Sequence[float] | np.ndarray | None = None, k: int = 10,
+                 exclude: Iterable[int] = (), version: str = "") -> Retrieved:
+        request = retrieve_request(user_id=user_id, user_features=user_features, vector=vector,
+                                   k=k, exclude=exclude, version=version)
+        r = self._call(self.stub.Retrieve, request)
+        return Retrieved(np.asarray(r.item_ids, dtype=np.int64),
+                         np.asarray(r.scores, dtype=np.float32), r.version)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> EmbeddingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,317 @@
+"""Which snapshot versions the server holds, and the hot swap between them.
+
+A LoadedVersion is immutable: snapshot (memory-mapped), candidate index, optional user tower.
+The registry holds one reference to the current one; a swap replaces that reference, so a
+request that already holds the old object finishes on it, and the old version is freed when the
+last such request drops it. Loading (sha256 verification, index build) runs in a worker thread,
+never on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features.errors import PlexrecError
+from models.snapshot import MANIFEST, Snapshot, SnapshotError, latest_snapshot
+from serving import redis_keys as rk
+from serving.index import CandidateIndex, IndexConfig, build_index
+from serving.user_encoder import UserTower
+from serving.vector_store import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class VersionNotFound(PlexrecError):
+    """A version that is neither loaded, nor on local disk, nor published in Redis."""
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """Everything one version answers from. `snapshot`/`index` are None for a version known only
+    from its Redis manifest (embeddings from Redis only, no retrieval)."""
+
+    version: str
+    width: int
+    run_id: str
+    counts: dict[str, int]
+    partitions: int
+    published: bool
+    snapshot: Snapshot | None
+    index: CandidateIndex | None
+    item_ids: np.ndarray | None
+    tower: UserTower | None
+    metrics: dict[str, float]
+
+    @property
+    def entities(self) -> tuple[str, ...]:
+        return tuple(self.counts)
+
+
+def load_version(path: Path, index_config: IndexConfig, redis_manifest: dict | None = None
+                 ) -> LoadedVersion:
+    """Opens (and verifies) a snapshot directory and builds its index: seconds to minutes of
+    CPU, so callers run it in a thread."""
+    snap = Snapshot.open(path, verify=True)
+    items = snap.vectors("item")
+    users = snap.vectors("user") if "user" in snap.entities else None
+    index = build_index(items, index_config, sample_queries=users)
+    tower = None
+    manifest = snap.manifest
+    if manifest.get("user_tower") and manifest.get("user_features"):
+        tower = UserTower(snap.file(manifest["user_tower"]), snap.file(manifest["user_features"]))
+    metrics = {k: float(v) for k, v in (manifest.get("metrics") or {}).items()
+               if isinstance(v, int | float) and not isinstance(v, bool)}
+    metrics.update(index.metrics)
+    return LoadedVersion(
+        version=snap.version, width=snap.width, run_id=snap.run_id,
+        counts={e: snap.count(e) for e in snap.entities},
+        partitions=int((redis_manifest or {}).get("partitions", rk.DEFAULT_PARTITIONS)),
+        published=redis_manifest is not None, snapshot=snap, index=index,
+        item_ids=np.asarray(snap.ids("item")), tower=tower, metrics=metrics)
+
+
+def redis_only_version(manifest: dict) -> LoadedVersion:
+    return LoadedVersion(
+        version=manifest["version"], width=int(manifest["width"]),
+        run_id=str(manifest.get("run_id", "")),
+        counts={e: int(s.get("count", 0)) for e, s in manifest.get("entities", {}).items()},
+        partitions=int(manifest.get("partitions", rk.DEFAULT_PARTITIONS)), published=True,
+        snapshot=None, index=None, item_ids=None, tower=None,
+        metrics={k: float(v) for k, v in (manifest.get("metrics") or {}).items()
+                 if isinstance(v, int | float) and not isinstance(v, bool)})
+
+
+def snapshot_root(path: Path) -> tuple[Path, Path | None]:
+    """(root of version dirs, the given version dir or None): `path` may be either."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path.parent, path
+    if not path.is_dir():
+        raise SnapshotError(f"{path}: snapshot directory does not exist")
+    return path, None
+
+
+class VersionRegistry:
+    """Loaded versions (current + a few recent ones), loading on demand with one load per
+    version at a time, and following the Redis `current` pointer."""
+
+    def __init__(self, snapshot: Path | None, index_config: IndexConfig, *, client: Any = None,
+                 namespace: str = "default", keep: int = 3) -> None:
+        self.root, self.initial_dir = (snapshot_root(snapshot) if snapshot is not None
+                                       else (None, None))
+        self.index_config = index_config
+        self.client = client
+        self.namespace = namespace
+        self.keep = keep
+        self.current: LoadedVersion | None = None
+        self._loaded: OrderedDict[str, LoadedVersion] = OrderedDict()
+        self._loading: dict[str, asyncio.Task] = {}
+        self.redis_failed = False
+        self._following = True
+
+    def stop_following(self) -> None:
+        self._following = False
+
+    def loaded_versions(self) -> list[str]:
+        return list(self._loaded)
+
+    def find_on_disk(self, version: str) -> Path | None:
+        if self.root is None:
+            return None
+        try:
+            rk.validate_version(version)
+        except PlexrecError:
+            return None
+        if self.initial_dir is not None and self.initial_dir.name == version:
+            return self.initial_dir
+        path = self.root / version
+        if (path / MANIFEST).is_file():
+            return path
+        if self.initial_dir is not None:
+            try:
+                if json.loads((self.initial_dir / MANIFEST).read_text()).get("version") == version:
+                    return self.initial_dir
+            except (OSError, json.JSONDecodeError):
+                return None
+        return None
+
+    async def redis_manifest(self, version: str, strict: bool = False) -> dict | None:
+        """The published manifest, or None. An unreachable Redis also gives None, unless
+        `strict`, where it raises StoreUnavailable (the version might exist, we cannot tell)."""
+        if self.client is None:
+            return None
+        try:
+            raw = await self.client.get(rk.manifest_key(self.namespace, version))
+        except Exception as exc:  # noqa: BLE001 - any Redis failure: unknown there
+            if strict:
+                raise StoreUnavailable(f"version {version!r} is not on this server's disk and "
+                                       f"Redis is unavailable to look it up ({exc})") from exc
+            log.debug("reading manifest of %s failed: %s", version, exc)
+            return None
+        return None if raw is None else json.loads(raw)
+
+    async def redis_current(self) -> str | None:
+        if self.client is None:
+            return None
+        raw = await self.client.get(rk.current_key(self.namespace))
+        return None if raw is None else raw.decode()
+
+    async def load_initial(self) -> LoadedVersion:
+        """The version to start on: the given version dir, else Redis' current one if it is on
+        disk, else the newest on disk."""
+        path = self.initial_dir
+        if path is None and self.client is not None:
+            try:
+                current = await self.redis_current()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("cannot read the current version from Redis (%s); using disk", exc)
+                current = None
+            if current is not None:
+                path = self.find_on_disk(current)
+        if path is None:
+            if self.root is None:
+                raise PlexrecError("no snapshot directory given: the server needs --snapshot")
+            path = latest_snapshot(self.root)
+        version = json.loads((path / MANIFEST).read_text()).get("version", path.name)
+        lv = await self._load(version, path)
+        self._set_current(lv)
+        return lv
+
+    async def get(self, version: str) -> LoadedVersion:
+        """The requested version ("" = current). Raises VersionNotFound."""
+        current = self.current
+        if not version or (current is not None and version == current.version):
+            if current is None:
+                raise VersionNotFound("no version loaded yet")
+            return current
+        lv = self._loaded.get(version)
+        if lv is not None:
+            return lv
+        path = self.find_on_disk(version)
+        if path is not None:
+            return await self._load(version, path)
+        try:
+            rk.validate_version(version)
+        except PlexrecError as exc:
+            raise VersionNotFound(f"version {version!r} not found: {exc}") from exc
+        manifest = await self.redis_manifest(version, strict=True)
+        if manifest is not None:
+            return redis_only_version(manifest)
+        raise VersionNotFound(f"version {version!r} not found (not loaded, not under "
+                              f"{self.root}, not published in namespace {self.namespace!r})")
+
+    async def _load(self, version: str, path: Path) -> LoadedVersion:
+        task = self._loading.get(version)
+        if task is None:
+            task = asyncio.create_task(self._load_task(version, path))
+            self._loading[version] = task
+            task.add_done_callback(lambda _t: self._loading.pop(version, None))
+        return await asyncio.shield(task)
+
+    async def _load_task(self, version: str, path: Path) -> LoadedVersion:
+        manifest = await self.redis_manifest(version)
+        log.info("loading version %s from %s", version, path)
+        lv = await asyncio.to_thread(load_version, path, self.index_config, manifest)
+        if lv.version != version:
+            raise SnapshotError(f"{path}: holds version {lv.version}, expected {version}")
+        self._remember(lv)
+        return lv
+
+    def _remember(self, lv: LoadedVersion) -> None:
+        self._loaded[lv.version] = lv
+        self._loaded.move_to_end(lv.version)
+        while len(self._loaded) > self.keep:
+            oldest = next(iter(self._loaded))
+            if self.current is not None and oldest == self.current.version:
+                self._loaded.move_to_end(oldest)
+                if len(self._loaded) == 1:
+                    break
+                oldest = next(iter(self._loaded))
+            self._loaded.pop(oldest)
+
+    def _set_current(self, lv: LoadedVersion) -> None:
+        previous = self.current
+        self.current = lv
+        self._remember(lv)
+        if previous is None or previous.version != lv.version:
+            log.info("serving version %s (%s index, %d items)", lv.version,
+                     lv.index.kind if lv.index else "none", lv.counts.get("item", 0))
+
+    async def sync_to(self, version: str) -> bool:
+        """Moves to `version` if it differs from the current one and is on disk; also refreshes
+        the partition count once the current version appears published. True on a swap."""
+        current = self.current
+        if current is not None and version == current.version:
+            if not current.published:
+                manifest = await self.redis_manifest(version)
+                if manifest is not None:
+                    self.current = dataclasses.replace(
+                        current, published=True,
+                        partitions=int(manifest.get("partitions", rk.DEFAULT_PARTITIONS)))
+                    self._loaded[version] = self.current
+            return False
+        path = self.find_on_disk(version)
+        if path is None:
+            log.warning("Redis points to version %s, which is not under %s; staying on %s",
+                        version, self.root, current.version if current else None)
+            return False
+        lv = await self._load(version, path)
+        if not lv.published:
+            manifest = await self.redis_manifest(version)
+            if manifest is not None:
+                lv = dataclasses.replace(lv, published=True, partitions=int(
+                    manifest.get("partitions", rk.DEFAULT_PARTITIONS)))
+        self._set_current(lv)
+        return True
+
+    async def follow(self, poll_interval_s: float) -> None:
+        """Tracks the Redis pointer: pub/sub for promptness, polling as the fallback (a missed
+        message or a dropped subscription costs at most one poll interval)."""
+        if self.client is None:
+            return
+        pubsub = None
+        while self._following:
+            try:
+                if pubsub is None:
+                    pubsub = self.client.pubsub()
+                    await pubsub.subscribe(rk.updates_channel(self.namespace))
+                await pubsub.get_message(ignore_subscribe_messages=True,
+                                         timeout=poll_interval_s)
+                current = await self.redis_current()
+                self.redis_failed = False
+                if current is not None:
+                    await self.sync_to(current)
+            except asyncio.CancelledError:
+                if pubsub is not None:
+                    await _close_quietly(pubsub)
+                raise
+            except PlexrecError as exc:
+                log.error("cannot switch versions: %s", exc)
+                await asyncio.sleep(poll_interval_s)
+            except Exception as exc:  # noqa: BLE001 - Redis down: retry at the poll interval
+                if not self._following:
+                    break
+                if not self.redis_failed:
+                    log.warning("following the Redis pointer failed (%s); retrying every %.1fs",
+                                exc, poll_interval_s)
+                self.redis_failed = True
+                if pubsub is not None:
+                    await _close_quietly(pubsub)
+                    pubsub = None
+                await asyncio.sleep(poll_interval_s)
+        if pubsub is not None:
+            await _close_quietly(pubsub)
+
+
+async def _close_quietly(pubsub: Any) -> None:
+    with contextlib.suppress(Exception):
+        await pubsub.aclose()
