@@ -31,10 +31,11 @@ class DemoConfig:
 
     workdir: Path = REPO / ".plexrec" / "demo"
     data: Path | None = None
-    ctr_rows: int = 200_000
-    interaction_rows: int = 100_000
-    ctr_steps: int = 400
-    two_tower_steps: int = 400
+    ctr_rows: int = 1_000_000
+    interaction_rows: int = 200_000
+    ctr_epochs: int = 1
+    ctr_batch_size: int = 2048
+    two_tower_epochs: int = 3
     nproc: int = 2
     layout: str = "unified"
     redis_url: str | None = None
@@ -44,8 +45,8 @@ class DemoConfig:
 
     @classmethod
     def smoke(cls, workdir: Path, **overrides: object) -> DemoConfig:
-        base = dict(workdir=workdir, ctr_rows=20_000, interaction_rows=20_000, ctr_steps=40,
-                    two_tower_steps=40, latency_requests=50, quiet=True)
+        base = dict(workdir=workdir, ctr_rows=20_000, interaction_rows=20_000, ctr_epochs=3,
+                    ctr_batch_size=256, two_tower_epochs=1, latency_requests=50, quiet=True)
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
 
@@ -68,7 +69,7 @@ class DemoSummary:
             ("CTR embedding parameters", f"{self.ctr.get('embedding_params', 0):,}"),
             ("CTR embedding bytes", f"{self.ctr.get('embedding_bytes', 0):,}"),
             ("CTR training examples/s", f"{self.ctr.get('train_examples_per_sec', 0):,.0f}"),
-            ("Two-tower recall@100", _fmt(self.two_tower.get("recall_at_100"))),
+            ("Two-tower recall@100", _fmt(self.two_tower.get("test_recall_at_100"))),
             ("Two-tower embedding parameters", f"{self.two_tower.get('embedding_params', 0):,}"),
             ("Snapshot version", str(self.snapshot.get("version", "?"))),
             ("Users / items published", f"{self.snapshot.get('users', 0):,} / "
@@ -134,12 +135,13 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     summary.ctr = stage(
         f"train the CTR model ({config.layout} layout, {config.nproc} processes)",
         "train", "--config", str(ctr_config), "--data", str(ctr_data), "--layout", config.layout,
-        "--nproc", str(config.nproc), "--set", f"train.max_steps={config.ctr_steps}",
+        "--nproc", str(config.nproc), "--set", f"train.epochs={config.ctr_epochs}",
+        "--set", f"data.batch_size={config.ctr_batch_size}",
         "--set", f"train.run_dir={work / 'runs' / 'ctr'}", *quiet)
     summary.two_tower = stage(
         "train the two-tower retrieval model", "train", "--config", str(tt_config),
         "--data", str(tt_data), "--nproc", "1",
-        "--set", f"train.max_steps={config.two_tower_steps}",
+        "--set", f"train.epochs={config.two_tower_epochs}",
         "--set", f"train.run_dir={work / 'runs' / 'two_tower'}", *quiet)
     summary.snapshot = stage("export the vector snapshot", "export", "--run",
                              summary.two_tower["run_id"], "--out", str(work / "snapshots"))
@@ -239,7 +241,7 @@ def _query_stage(target: str, snapshot_dir: str, requests: int) -> dict:
         info = client.info()
         found, vectors, missing, _ = client.embeddings("user", user_ids.tolist())
         expected = snap.vectors("user")[snap.row_of("user", np.asarray(found))]
-        if missing or not np.array_equal(vectors, expected):
+        if len(missing) or not np.array_equal(vectors, expected):
             raise PlexrecError("served user vectors differ from the snapshot")
         items, scores, _ = client.retrieve(user_id=int(user_ids[0]), k=10)
         emb_ms, ret_ms = [], []
@@ -254,10 +256,10 @@ def _query_stage(target: str, snapshot_dir: str, requests: int) -> dict:
             ret_ms.append((t2 - t1) * 1e3)
     finally:
         client.close()
-    print(f"    user {int(user_ids[0])}: top items {list(items)[:5]} scores "
-          f"{[round(float(s), 3) for s in list(scores)[:5]]}", file=sys.stderr)
+    print(f"    user {int(user_ids[0])}: top items {[int(i) for i in items[:5]]} scores "
+          f"{[round(float(s), 3) for s in scores[:5]]}", file=sys.stderr)
     return {
-        "server_version": getattr(info, "version", ""),
+        "server_version": info["version"],
         "sample_user": int(user_ids[0]),
         "sample_items": [int(x) for x in items],
         "embeddings_p50_ms": float(np.percentile(emb_ms, 50)),

@@ -1,0 +1,28 @@
+"""Ranking models by name, so a run config's `[model] kind` picks the network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from features.errors import ConfigError
+from models.dcn import DCNv2
+from models.dlrm import DLRM
+
+RANKING_MODELS: dict[str, Callable[..., nn.Module]] = {
+    "dlrm": lambda layout, names, dim, num_dense, cfg: DLRM(
+        layout, names, dim, num_dense, list(cfg.bottom_mlp), list(cfg.top_mlp)),
+    "dcn": lambda layout, names, dim, num_dense, cfg: DCNv2(
+        layout, names, dim, num_dense, cfg.cross_layers, cfg.cross_rank, list(cfg.deep_mlp)),
+}
+
+
+def build_ranking_model(kind: str, layout: nn.Module, feature_names: list[str], dim: int,
+                        num_dense: int, cfg: Any) -> nn.Module:
+    """`cfg` carries the MLP sizes (training.config.ModelConfig or anything with those fields)."""
+    if kind not in RANKING_MODELS:
+        raise ConfigError(f"[model] kind {kind!r} is not a ranking model "
+                          f"({', '.join(sorted(RANKING_MODELS))})")
+    return RANKING_MODELS[kind](layout, feature_names, dim, num_dense, cfg)

@@ -1,0 +1,73 @@
+"""Run config parsing: typed sections, typed `--set` overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from features.errors import ConfigError
+from tests.conftest import CONFIGS
+from training.config import load_config, parse_config
+from training.trainer import lr_factor
+
+
+@pytest.mark.parametrize("name", ["criteo_dlrm.toml", "criteo_dcn.toml", "synthetic_dlrm.toml"])
+def test_shipped_configs_load(name: str) -> None:
+    cfg = load_config(CONFIGS / name)
+    assert cfg.model.kind in ("dlrm", "dcn")
+    assert cfg.data.schema == "configs/criteo.toml"
+
+
+def test_overrides_are_typed_by_the_dataclass() -> None:
+    cfg = load_config(CONFIGS / "criteo_dlrm.toml", [
+        "train.epochs=7", "optim.dense_lr=1", "model.top_mlp=[8, 4]", "train.run_dir=/x/y",
+        "sharding.tables.t_C1=[\"column_wise\"]", "layout.budget=\"8MB\"", "data.by_time=true"])
+    assert cfg.train.epochs == 7
+    assert cfg.optim.dense_lr == 1.0 and isinstance(cfg.optim.dense_lr, float)
+    assert cfg.model.top_mlp == [8, 4]
+    assert cfg.train.run_dir == "/x/y"
+    assert cfg.sharding.tables == {"t_C1": ["column_wise"]}
+    assert cfg.layout["budget"] == "8MB"
+    assert cfg.data.by_time is True
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("train.epoch=3", "'epoch'"),
+    ("nosuch.key=1", "'nosuch'"),
+    ("train.epochs=many", "train.epochs"),
+    ("model.top_mlp=3", "model.top_mlp"),
+    ("train.epochs", "key=value"),
+])
+def test_bad_override_names_the_key(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
+        load_config(CONFIGS / "criteo_dlrm.toml", [override])
+
+
+def test_unknown_key_in_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text("[train]\nepochs = 1\nbatchsize = 3\n")
+    with pytest.raises(ConfigError, match="batchsize"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(("raw", "needle"), [
+    ({"optim": {"decay": "step"}}, "decay"),
+    ({"data": {"split": [0.5, 0.2]}}, "split"),
+    ({"train": {"device": "tpu"}}, "device"),
+    ({"optim": {"dense_optimizer": "lion"}}, "dense_optimizer"),
+])
+def test_bad_values_are_rejected(raw: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        parse_config(raw)
+
+
+def test_learning_rate_warms_up_then_decays() -> None:
+    cfg = parse_config({"optim": {"warmup_steps": 10, "decay": "linear", "min_lr_ratio": 0.1}})
+    factors = [lr_factor(s, cfg, 110) for s in range(110)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0)
+    assert factors[-1] == pytest.approx(0.1 + 0.9 / 100, abs=1e-9)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    cosine = parse_config({"optim": {"decay": "cosine"}})
+    assert lr_factor(50, cosine, 100) == pytest.approx(0.5)

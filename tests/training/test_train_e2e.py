@@ -1,0 +1,117 @@
+"""End to end on the real Criteo 10k sample: two gloo processes under torchrun, MLflow logging, and
+a SIGKILLed run that resumes from its checkpoint to the same final metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import CONFIGS, CRITEO_10K, REPO
+from tests.training.helpers import run_train, train_cmd, train_env
+
+# Small and quick, but enough steps that a kill lands mid-run: 31 steps per epoch at 2 x 128.
+COMMON = ["--config", str(CONFIGS / "criteo_dlrm.toml"), "--data", str(CRITEO_10K),
+          "--nproc", "2", "--set", "data.batch_size=128", "--set", "train.epochs=3",
+          "--set", "train.checkpoint_every=10"]
+
+_uninterrupted: dict[str, dict] = {}
+
+
+def _uninterrupted_run(tmp: Path, mlflow_uri: str) -> dict:
+    if "result" not in _uninterrupted:
+        _uninterrupted["result"] = run_train(
+            *COMMON, "--set", f"train.run_dir={tmp / 'run_a'}",
+            "--set", f"data.cache_dir={tmp / 'prepared'}",
+            "--set", "mlflow.registered_model=test-criteo-dlrm", mlflow_uri=mlflow_uri)
+        _uninterrupted["tmp"] = tmp
+    return _uninterrupted["result"]
+
+
+@pytest.mark.slow
+def test_two_process_run_learns_and_logs_to_mlflow(tmp_path: Path, mlflow_uri: str) -> None:
+    result = _uninterrupted_run(tmp_path, mlflow_uri)
+    assert set(result) >= {"run_id", "test_auc", "test_logloss", "embedding_params",
+                           "embedding_bytes", "train_examples_per_sec"}
+    assert result["world_size"] == 2
+    assert result["best_val_auc"] > 0.70
+    assert result["test_auc"] > 0.66
+    assert 0.3 < result["test_logloss"] < 0.6
+    assert result["embedding_params"] > 0 and result["embedding_bytes"] >= result[
+        "embedding_params"]
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    for key in ("test_auc", "test_logloss", "embedding_params", "embedding_bytes",
+                "train_examples_per_sec"):
+        assert run.data.metrics[key] == pytest.approx(result[key], rel=1e-6)
+    assert len(client.get_metric_history(run.info.run_id, "val_auc")) >= 2
+    assert len(client.get_metric_history(run.info.run_id, "loss")) >= 2
+    assert run.data.params["model.kind"] == "dlrm"
+    assert run.data.params["data.batch_size"] == "128"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.toml", "sharding_plan.json", "sharding_plan.txt", "learning_curve.png",
+            "embedding_tables.csv", "embedding_tables.json"} <= artifacts
+    plan = json.loads(Path(client.download_artifacts(
+        run.info.run_id, "sharding_plan.json", str(tmp_path))).read_text())
+    ranks = {r for tables in plan.values() for t in tables.values() for r in t["ranks"]}
+    assert ranks == {0, 1}
+
+    versions = client.search_model_versions("name='test-criteo-dlrm'")
+    assert len(versions) == 1 and versions[0].run_id == result["run_id"]
+    mlflow.set_tracking_uri(mlflow_uri)
+    model = mlflow.pytorch.load_model(f"models:/test-criteo-dlrm/{versions[0].version}")
+    from features.batching import BatchLoader
+    from features.cache import PreparedData
+
+    batch = next(iter(BatchLoader(PreparedData.open(tmp_path / "prepared"), None, 8)))
+    logits = model(batch.dense_features, batch.sparse_features)
+    assert logits.shape == (8,)
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, ckpt_root: Path, timeout: float) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(ckpt_root.glob("step-*")) if ckpt_root.is_dir() else []
+        if found:
+            return found[0]
+        assert proc.poll() is None, "training ended before writing a checkpoint"
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint in {ckpt_root} after {timeout} s")
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_the_same_metrics(tmp_path: Path, mlflow_uri: str) -> None:
+    expected = _uninterrupted_run(tmp_path, mlflow_uri)
+    shared = _uninterrupted["tmp"]
+    run_b = tmp_path / "run_b"
+    args = [*COMMON, "--set", f"train.run_dir={run_b}",
+            "--set", f"data.cache_dir={shared / 'prepared'}", "--set", "mlflow.log_model=false"]
+    proc = subprocess.Popen(train_cmd(*args), cwd=REPO, env=train_env(mlflow_uri),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        _wait_for_checkpoint(proc, run_b / "checkpoints", timeout=300)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(0.5)
+    assert not (run_b / "result.json").exists(), "the run finished before it was killed"
+    steps = sorted(int(p.name.split("-")[1]) for p in (run_b / "checkpoints").glob("step-*"))
+    assert steps and steps[-1] < expected["steps"]
+
+    log = tmp_path / "resume.log"
+    resumed = run_train(*args, "--resume", mlflow_uri=mlflow_uri, log=log)
+    assert "resumed from" in log.read_text()
+    assert resumed["steps"] == expected["steps"]
+    assert resumed["test_auc"] == pytest.approx(expected["test_auc"], abs=1e-5)
+    assert resumed["test_logloss"] == pytest.approx(expected["test_logloss"], abs=1e-5)
+    assert resumed["best_val_auc"] == pytest.approx(expected["best_val_auc"], abs=1e-5)

@@ -1,0 +1,51 @@
+"""Bad configs stop before any training process starts, with a message naming the culprit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from features.errors import ConfigError
+from tests.conftest import CONFIGS, CRITEO_10K
+from training.launch import LaunchOptions, run_train
+
+
+def _options(tmp_path: Path, *overrides: str) -> LaunchOptions:
+    return LaunchOptions(config=CONFIGS / "criteo_dlrm.toml", data=str(CRITEO_10K),
+                         overrides=[f"train.run_dir={tmp_path / 'run'}",
+                                    f"data.cache_dir={tmp_path / 'prepared'}", *overrides])
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["model.kind=\"xgboost\""], "kind 'xgboost'"),
+    (["data.features=[\"C1\", \"C99\"]"], "C99"),
+    (["sharding.default=[\"row_wise\"]"], "'row_wise' is not available on device 'cpu'"),
+    (["sharding.tables.t_C3=[\"table_row_wise\"]"], "tables.t_C3"),
+    (["train.epoch=3"], "'epoch'"),
+    (["layout.kind=\"huge\""], "huge"),
+    (["train.device=\"cuda\""], "cuda"),
+])
+def test_rejected_before_data_or_training(tmp_path: Path, overrides: list[str],
+                                          needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        run_train(_options(tmp_path, *overrides))
+    assert not (tmp_path / "prepared").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unknown_sharding_table_rejected_before_training(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no embedding table named t_nope"):
+        run_train(_options(tmp_path, "sharding.tables.t_nope=[\"table_wise\"]"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "spec.json").exists()
+
+
+def test_cli_prints_error_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["train", "--config", str(CONFIGS / "criteo_dlrm.toml"), "--data",
+                 str(CRITEO_10K), "--set", "optim.dense_optimizer=\"lion\"",
+                 "--set", f"train.run_dir={tmp_path}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "dense_optimizer" in err

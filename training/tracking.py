@@ -1,0 +1,153 @@
+"""MLflow tracking for rank 0. The store is MLFLOW_TRACKING_URI when set, else a SQLite store in the
+project directory (`.plexrec/mlflow.db`), which works offline and needs no server."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    store = PROJECT_DIR / ".plexrec"
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return out
+
+
+class Tracker:
+    """No-op unless `enabled` (rank 0 with [mlflow] enabled); methods never raise into training
+    for transient store errors at the per-step level, but setup errors do surface."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.run_id: str | None = None
+        self._client: Any = None
+
+    def start(self, experiment: str, run_name: str, run_id: str | None) -> str | None:
+        if not self.enabled:
+            return None
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        mlflow.set_tracking_uri(tracking_uri())
+        self._client = MlflowClient()
+        if run_id is None:
+            exp = self._client.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp else self._client.create_experiment(experiment)
+            run = self._client.create_run(exp_id, run_name=run_name or None)
+            run_id = run.info.run_id
+        else:
+            self._client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+        return run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if not self.run_id:
+            return
+        from mlflow.entities import Param
+
+        existing = self._client.get_run(self.run_id).data.params
+        items = [Param(k, v[:6000]) for k, v in flatten(params).items() if k not in existing]
+        for i in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if not self.run_id:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._client.log_batch(self.run_id, metrics=batch)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.run_id:
+            self._client.log_text(self.run_id, text, artifact_file)
+
+    def log_file(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.run_id:
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_report(self, rows: list[Any]) -> None:
+        """The embedding table report as CSV and JSON."""
+        if not self.run_id:
+            return
+        dicts = [asdict(r) if is_dataclass(r) else dict(r) for r in rows]
+        buf = io.StringIO()
+        if dicts:
+            writer = csv.DictWriter(buf, fieldnames=list(dicts[0]))
+            writer.writeheader()
+            writer.writerows(dicts)
+        self.log_text(buf.getvalue(), "embedding_tables.csv")
+        self.log_text(json.dumps(dicts, indent=2), "embedding_tables.json")
+
+    def log_curve(self, history: list[dict[str, float]], out: Path,
+                  val_key: str = "val_auc") -> None:
+        """Learning curve PNG: training loss and the validation metric against the step."""
+        if not self.run_id or not history:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+        val = [(h["step"], h[val_key]) for h in history if val_key in h]
+        if train:
+            ax.plot(*zip(*train, strict=True), label="train loss", color="tab:blue")
+        ax.set_xlabel("step")
+        ax.set_ylabel("log loss")
+        if val:
+            ax2 = ax.twinx()
+            ax2.plot(*zip(*val, strict=True), "o-", label=val_key, color="tab:orange")
+            ax2.set_ylabel(val_key)
+        fig.legend(loc="upper right")
+        fig.tight_layout()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=90)
+        plt.close(fig)
+        self.log_file(out)
+
+    def log_model(self, module: Any, registered_name: str) -> None:
+        """The unsharded model, loadable with mlflow.pytorch.load_model; registered when named."""
+        if not self.run_id:
+            return
+        import mlflow
+        import torch
+
+        with mlflow.start_run(run_id=self.run_id):
+            mlflow.pytorch.log_model(
+                module, name="model", registered_model_name=registered_name or None,
+                serialization_format="pickle",
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchrec"])
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.run_id:
+            self._client.set_terminated(self.run_id, status=status)

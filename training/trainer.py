@@ -1,0 +1,385 @@
+"""The training loop of one rank: shard the task's model with DMP, train with the embedding update
+fused into backward and a separate dense optimizer, evaluate, stop early, checkpoint, and report.
+
+Resume is exact: the data order is a function of (seed, epoch), the loader skips the batches
+already seen, the learning rate is a pure function of the step, and RNG states are restored, so a
+killed-and-resumed run ends with the metrics of an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+from tqdm import tqdm
+
+from training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_unsharded,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from training.config import RunConfig, parse_config
+from training.sharding import check_constraints, plan_summary, shard_model
+from training.tasks import Task, task_for
+from training.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSpec:
+    """Everything a worker needs, written by the launcher as JSON into the run directory."""
+
+    config: dict[str, Any]
+    source: str
+    prepared_dir: str
+    run_dir: str
+    resume: bool = False
+    quiet: bool = False
+    config_text: str = ""
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> RunSpec:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: float = -math.inf
+    bad_evals: int = 0
+    stopped: bool = False
+    examples: int = 0
+    train_seconds: float = 0.0
+    run_id: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def lr_factor(step: int, cfg: RunConfig, total_steps: int) -> float:
+    """Linear warm-up over `warmup_steps`, then the configured decay towards `min_lr_ratio`."""
+    o = cfg.optim
+    if o.warmup_steps and step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    if o.decay == "none":
+        return 1.0
+    span = o.decay_steps or max(1, total_steps - o.warmup_steps)
+    t = min(1.0, (step - o.warmup_steps) / span)
+    if o.decay == "linear":
+        return 1.0 - (1.0 - o.min_lr_ratio) * t
+    if o.decay == "cosine":
+        return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    return max(o.min_lr_ratio, o.decay_rate ** ((step - o.warmup_steps) / span))
+
+
+def _dense_optimizer(cfg: RunConfig) -> Any:
+    o = cfg.optim
+    if o.dense_optimizer == "adam":
+        return lambda params: torch.optim.Adam(params, lr=o.dense_lr, weight_decay=o.weight_decay)
+    if o.dense_optimizer == "adagrad":
+        return lambda params: torch.optim.Adagrad(params, lr=o.dense_lr,
+                                                  weight_decay=o.weight_decay)
+    return lambda params: torch.optim.SGD(params, lr=o.dense_lr, weight_decay=o.weight_decay)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _all_mean(value: float) -> float:
+    t = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
+
+
+class Trainer:
+    """One rank's run; `run()` returns the result dict on rank 0 and None elsewhere."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+        self.cfg = parse_config(spec.config, spec.source)
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        if self.cfg.train.device == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            self.device = torch.device("cuda", local)
+        else:
+            self.device = torch.device("cpu")
+        self.run_dir = Path(spec.run_dir)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.state = LoopState()
+        self.tracker = Tracker(self.rank == 0 and self.cfg.mlflow.enabled)
+
+    def _setup(self) -> None:
+        from features.batching import split_rows
+        from features.cache import PreparedData
+
+        cfg = self.cfg
+        self.data = PreparedData.open(self.spec.prepared_dir)
+        self.task: Task = task_for(cfg, self.data)
+        self.task.validate(cfg, self.data)
+        custom_split = getattr(self.task, "split", None)
+        splits = (custom_split(cfg, self.data) if custom_split is not None else
+                  split_rows(self.data, tuple(cfg.data.split), cfg.data.split_seed,
+                             cfg.data.by_time))
+        seed_everything(cfg.train.seed)
+        self.built = self.task.build(cfg, self.data, "meta")
+        constraints = check_constraints(cfg, self.built.table_names)
+        self.model, self.plan = shard_model(self.built.module, cfg, constraints, self.device)
+        dense_params = dict(in_backward_optimizer_filter(self.model.named_parameters()))
+        self.dense_opt = KeyedOptimizerWrapper(dense_params, _dense_optimizer(cfg))
+        self.fused_opt = self.model.fused_optimizer
+        self.optimizer = CombinedOptimizer([self.fused_opt, self.dense_opt])
+        loader = self.task.loader
+        common = {"rank": self.rank, "world_size": self.world}
+        self.train_loader = loader(self.data, splits.train, batch_size=cfg.data.batch_size,
+                                   shuffle=True, seed=cfg.train.seed, drop_last=True, **common)
+        self.val_loader = loader(self.data, splits.val, batch_size=cfg.data.eval_batch_size,
+                                 shuffle=False, seed=0, drop_last=False, **common)
+        self.test_loader = loader(self.data, splits.test, batch_size=cfg.data.eval_batch_size,
+                                  shuffle=False, seed=0, drop_last=False, **common)
+        if len(self.train_loader) == 0:
+            from features.errors import ConfigError
+
+            raise ConfigError(f"training split has fewer rows per rank than batch_size "
+                              f"{cfg.data.batch_size}")
+        per_epoch = len(self.train_loader)
+        self.total_steps = cfg.train.epochs * per_epoch
+        if cfg.train.max_steps:
+            self.total_steps = min(self.total_steps, cfg.train.max_steps)
+
+    def _state_dicts(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optim": self.optimizer.state_dict()}
+
+    def _resume(self) -> None:
+        latest = latest_checkpoint(self.ckpt_root)
+        if latest is None:
+            log.warning("--resume: no checkpoint in %s, starting from scratch", self.ckpt_root)
+            return
+        # Optimizer state is created lazily on the first step; DCP loads in place, so the
+        # tensors must exist first (a zero-gradient step; the weights are overwritten next).
+        self.dense_opt.init_state()
+        self.optimizer.zero_grad()
+        state = self._state_dicts()
+        extra = load_checkpoint(latest, state)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optim"])
+        set_rng_state(extra["rng"])
+        self.state = LoopState(**extra["loop"])
+        if self.rank == 0:
+            log.info("resumed from %s (step %d, epoch %d, batch %d)", latest, self.state.step,
+                     self.state.epoch, self.state.batch_in_epoch)
+
+    def _checkpoint(self) -> Path:
+        extra = {"rng": rng_state(), "loop": asdict(self.state)}
+        return save_checkpoint(self.ckpt_root, self.state.step, self._state_dicts(), extra,
+                               keep=self.cfg.train.keep_checkpoints)
+
+    def _set_lr(self) -> float:
+        factor = lr_factor(self.state.step, self.cfg, self.total_steps)
+        for group in self.dense_opt.param_groups:
+            group["lr"] = self.cfg.optim.dense_lr * factor
+        for group in self.fused_opt.param_groups:
+            group["lr"] = self.cfg.optim.embedding_lr * factor
+        # The fused optimizer's step() only hands the learning rate to the kernels (the update
+        # itself ran in backward); doing it before the forward pass makes step t use lr(t).
+        self.fused_opt.step()
+        return factor
+
+    def evaluate(self, loader: Any) -> dict[str, float]:
+        self.model.eval()
+        evaluator = self.task.evaluator()
+        with torch.no_grad():
+            for batch in loader:
+                batch = self.task.to_device(batch, self.device)
+                evaluator.update(batch, self.task.forward(self.model, batch))
+        self.model.train()
+        return evaluator.compute()
+
+    def _after_eval(self, metrics: dict[str, float]) -> None:
+        s, cfg = self.state, self.cfg
+        primary = metrics[self.task.primary_metric]
+        row = {"step": s.step, **{f"val_{k}": v for k, v in metrics.items()}}
+        s.history.append(row)
+        self.tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, s.step)
+        if self.rank == 0:
+            log.info("step %d: val %s", s.step,
+                     " ".join(f"{k}={v:.5f}" for k, v in metrics.items() if k != "examples"))
+        if primary > s.best:
+            s.best, s.bad_evals = primary, 0
+        else:
+            s.bad_evals += 1
+            if cfg.train.patience and s.bad_evals >= cfg.train.patience:
+                s.stopped = True
+                if self.rank == 0:
+                    log.info("early stop at step %d: val %s has not improved on %.5f for %d "
+                             "evaluations", s.step, self.task.primary_metric, s.best, s.bad_evals)
+
+    def train_step(self, batch: Any) -> tuple[float, torch.Tensor]:
+        """One optimisation step (the embedding update runs inside backward)."""
+        batch = self.task.to_device(batch, self.device)
+        factor = self._set_lr()
+        loss = self.task.loss(batch, self.task.forward(self.model, batch))
+        loss.backward()
+        self.dense_opt.step()
+        self.optimizer.zero_grad()
+        return factor, loss
+
+    def _train_epochs(self) -> None:
+        cfg, s = self.cfg, self.state
+        show_bar = self.rank == 0 and not self.spec.quiet
+        last_saved = s.step if self.spec.resume else -1
+        for epoch in range(s.epoch, cfg.train.epochs):
+            if s.stopped or (cfg.train.max_steps and s.step >= cfg.train.max_steps):
+                break
+            self.train_loader.set_epoch(epoch)
+            self.train_loader.skip(s.batch_in_epoch)
+            bar = tqdm(total=len(self.train_loader), initial=s.batch_in_epoch, file=sys.stderr,
+                       desc=f"epoch {epoch}", disable=not show_bar, unit="batch", leave=False)
+            tick = time.perf_counter()
+            for batch in self.train_loader:
+                factor, loss = self.train_step(batch)
+                now = time.perf_counter()
+                s.train_seconds += now - tick
+                tick = now
+                s.step += 1
+                s.batch_in_epoch += 1
+                s.examples += self.task.batch_size(batch) * self.world
+                if s.step % cfg.train.log_every == 0:
+                    mean_loss = _all_mean(float(loss.detach()))
+                    rate = s.examples / max(s.train_seconds, 1e-9)
+                    s.history.append({"step": s.step, "loss": mean_loss})
+                    self.tracker.log_metrics(
+                        {"loss": mean_loss, "lr_dense": self.cfg.optim.dense_lr * factor,
+                         "lr_embedding": self.cfg.optim.embedding_lr * factor,
+                         "examples_per_sec": rate}, s.step)
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", ex_s=f"{rate:,.0f}")
+                    if self.rank == 0 and self.spec.quiet:
+                        log.info("epoch %d step %d loss %.5f lr x%.3f %.0f examples/s", epoch,
+                                 s.step, mean_loss, factor, rate)
+                bar.update(1)
+                if cfg.train.eval_every and s.step % cfg.train.eval_every == 0:
+                    self._after_eval(self.evaluate(self.val_loader))
+                if cfg.train.checkpoint_every and s.step % cfg.train.checkpoint_every == 0:
+                    self._checkpoint()
+                    last_saved = s.step
+                tick = time.perf_counter()
+                if s.stopped or (cfg.train.max_steps and s.step >= cfg.train.max_steps):
+                    break
+            bar.close()
+            if s.batch_in_epoch >= len(self.train_loader):
+                s.epoch, s.batch_in_epoch = epoch + 1, 0
+                if not cfg.train.eval_every:
+                    self._after_eval(self.evaluate(self.val_loader))
+        evaluated = any(h["step"] == s.step and any(k.startswith("val_") for k in h)
+                        for h in s.history)
+        if not evaluated and not s.stopped:
+            self._after_eval(self.evaluate(self.val_loader))
+            last_saved = -1
+        if last_saved != s.step or not latest_checkpoint(self.ckpt_root):
+            self._checkpoint()
+
+    def _log_start(self) -> None:
+        if not self.tracker.enabled:
+            return
+        cfg = self.cfg
+        run_id = self.tracker.start(cfg.mlflow.experiment,
+                                    cfg.mlflow.run_name or self.run_dir.name, self.state.run_id)
+        self.state.run_id = run_id
+        (self.run_dir / "mlflow_run_id").write_text(run_id or "")
+        self.tracker.log_params({**cfg.to_dict(), "world_size": self.world,
+                                 "embedding_params": self.built.embedding_params})
+        self.tracker.log_text(self.spec.config_text, "config.toml")
+        self.tracker.log_text(plan_summary(self.plan), "sharding_plan.json")
+        self.tracker.log_text(str(self.plan), "sharding_plan.txt")
+        self.tracker.log_report(self.built.report)
+
+    def _finish(self, test: dict[str, float]) -> dict[str, Any]:
+        s = self.state
+        result = {
+            "run_id": s.run_id,
+            "test_auc": test.get("auc"),
+            "test_logloss": test.get("logloss"),
+            "embedding_params": self.built.embedding_params,
+            "embedding_bytes": self.built.embedding_bytes,
+            "train_examples_per_sec": s.examples / max(s.train_seconds, 1e-9),
+            "test_calibration": test.get("calibration"),
+            "test_ne": test.get("ne"),
+            f"best_val_{self.task.primary_metric}": s.best if math.isfinite(s.best) else None,
+            "steps": s.step,
+            "early_stopped": s.stopped,
+            "world_size": self.world,
+            "run_dir": str(self.run_dir),
+        }
+        final_metrics = getattr(self.task, "final_metrics", None)
+        model = None
+        if final_metrics is not None:
+            model = self._unsharded_model()
+            extra = final_metrics(model, self.data, self.cfg)
+            result.update({f"test_{k}": float(v) for k, v in extra.items()})
+        if self.tracker.enabled:
+            self.tracker.log_metrics(
+                {k: float(v) for k, v in result.items()
+                 if (k.startswith("test_") or k in ("embedding_params", "embedding_bytes",
+                                                    "train_examples_per_sec"))
+                 and isinstance(v, int | float) and not isinstance(v, bool)}, s.step)
+            self.tracker.log_curve(s.history, self.run_dir / "learning_curve.png",
+                                   f"val_{self.task.primary_metric}")
+            if self.cfg.mlflow.log_model:
+                self.tracker.log_model(model if model is not None else self._unsharded_model(),
+                                       self.cfg.mlflow.registered_model)
+            self.tracker.finish()
+        return result
+
+    def _unsharded_model(self) -> torch.nn.Module:
+        latest = latest_checkpoint(self.ckpt_root)
+        module = self.task.build(self.cfg, self.data, "cpu").module
+        assert latest is not None
+        load_unsharded(latest, module)
+        return module.eval()
+
+    def run(self) -> dict[str, Any] | None:
+        self._setup()
+        if self.spec.resume:
+            self._resume()
+        elif self.rank == 0 and self.ckpt_root.exists():
+            shutil.rmtree(self.ckpt_root)
+        dist.barrier()
+        if self.rank == 0:
+            log.info("%s\nsharding plan:\n%s", self.built.describe, self.plan)
+        self._log_start()
+        try:
+            self._train_epochs()
+            test = self.evaluate(self.test_loader)
+            result = self._finish(test) if self.rank == 0 else None
+        except BaseException:
+            self.tracker.finish("FAILED")
+            raise
+        dist.barrier()
+        if result is not None:
+            (self.run_dir / "result.json").write_text(json.dumps(result))
+        return result
