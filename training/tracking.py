@@ -26,6 +26,15 @@ def tracking_uri() -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts. A SQLite store would otherwise default to
+    ./mlruns under whatever directory the process runs in, scattering artifacts; keep them
+    beside the database instead."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in d.items():
@@ -35,6 +44,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[name] = json.dumps(value) if isinstance(value, list | dict) else str(value)
     return out
+
+
+def _experiment_artifacts(experiment: str) -> str | None:
+    root = artifact_root(tracking_uri())
+    return None if root is None else f"{root}/{experiment}"
 
 
 class Tracker:
@@ -57,7 +71,8 @@ class Tracker:
         self._client = MlflowClient()
         if run_id is None:
             exp = self._client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self._client.create_experiment(experiment)
+            exp_id = exp.experiment_id if exp else self._client.create_experiment(
+                experiment, artifact_location=_experiment_artifacts(experiment))
             run = self._client.create_run(exp_id, run_name=run_name or None)
             run_id = run.info.run_id
         else:
