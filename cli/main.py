@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from features.errors import PlexrecError
+from features.logs import configure_logging
 
 # Each module defines register(subparsers), adding parsers whose `func(args) -> int` runs them.
 COMMAND_MODULES = ("cli.data", "cli.train", "cli.export", "cli.publish", "cli.serve",
@@ -27,8 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose=args.verbose)
     try:
         return int(args.func(args) or 0)
     except PlexrecError as exc:

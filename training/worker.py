@@ -17,6 +17,7 @@ from typing import Any
 import torch.distributed as dist
 
 from features.errors import PlexrecError
+from features.logs import configure_logging
 from training.trainer import RunSpec, Trainer
 
 
@@ -53,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _die_with_parent()
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr, force=True)
+    configure_logging(prefix=f"[rank{rank}] ",
+                      level=logging.INFO if rank == 0 else logging.WARNING)
     try:
         run_worker(RunSpec.load(args.spec))
     except PlexrecError as exc:
