@@ -104,7 +104,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         found, vectors = await self.store.lookup(lv, entity, ids)
         if found.all():
             return pb.GetEmbeddingsResponse(version=lv.version, width=lv.width,
-                                            vectors=vectors.tobytes(), found_ids=ids.tolist())
+                                            vectors=vectors.tobytes(), found_ids=request.ids)
         return pb.GetEmbeddingsResponse(version=lv.version, width=lv.width,
                                         vectors=vectors.tobytes(), found_ids=ids[found].tolist(),
                                         missing_ids=ids[~found].tolist())
