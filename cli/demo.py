@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Generate data, train a CTR model (unified layout, 2 "
                        "processes) and a two-tower model, export, publish to Redis, serve "
                        "over gRPC, query, print a summary, and shut everything down.")
-    p.add_argument("--data", type=Path, help="a Criteo train.txt instead of synthetic data")
+    p.add_argument("--data", type=Path, help="a Criteo train.txt (CTR model) or an ml-100k directory (both models) "
+                   "instead of synthetic data")
     p.add_argument("--workdir", type=Path, default=DemoConfig.workdir)
     p.add_argument("--smoke", action="store_true", help="the small CI variant, same stages")
     p.add_argument("--redis", dest="redis_url", help="Redis URL (default: REDIS_URL, else a "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -129,6 +130,7 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     summary = DemoSummary(mlflow_uri=_mlflow_uri(work))
     env = {**os.environ, "MLFLOW_TRACKING_URI": summary.mlflow_uri, "PYTHONUNBUFFERED": "1"}
     stage = Stage(work, env, config.quiet)
+    signal.signal(signal.SIGTERM, _interrupt)
     quiet = ["--quiet"] if config.quiet else []
 
     ctr_data, tt_data, ctr_config, tt_config = _data_stage(config, stage)
@@ -168,30 +170,35 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     return summary
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the server and redis-server are stopped on the way out."""
+    raise KeyboardInterrupt
+
+
 def _data_stage(config: DemoConfig, stage: Stage) -> tuple[Path, Path, Path, Path]:
-    """Synthetic data by default; DATA may point at a Criteo file or an ml-100k directory."""
+    """Synthetic data by default. DATA may point at a Criteo train.txt (the CTR model trains on
+    it; the two-tower model on synthetic interactions) or at an ml-100k directory (both models
+    train on MovieLens). File names carry the row count, so a smoke run's data is never reused
+    by a full run."""
     work = config.workdir
-    if config.data is None:
-        ctr_data = work / "criteo.tsv"
-        tt_data = work / "interactions"
-        if not ctr_data.exists():
-            stage("generate synthetic Criteo-like data", "data", "synth", "--kind", "criteo",
-                  "--rows", str(config.ctr_rows), "--out", str(ctr_data),
-                  "--seed", str(config.seed))
-        if not tt_data.exists():
-            stage("generate synthetic user-item interactions", "data", "synth", "--kind",
-                  "interactions", "--rows", str(config.interaction_rows), "--out", str(tt_data),
-                  "--seed", str(config.seed))
-        return (ctr_data, tt_data, CONFIGS / "synthetic_dlrm.toml",
+    interactions = work / f"interactions-{config.interaction_rows}"
+    if config.data is not None and not config.data.exists():
+        raise PlexrecError(f"DATA={config.data} does not exist")
+    if config.data is not None and config.data.is_dir() and (config.data / "u.data").exists():
+        return (config.data, config.data, CONFIGS / "movielens_dlrm.toml",
+                CONFIGS / "movielens_two_tower.toml")
+    if not interactions.exists():
+        stage("generate synthetic user-item interactions", "data", "synth", "--kind",
+              "interactions", "--rows", str(config.interaction_rows), "--out",
+              str(interactions), "--seed", str(config.seed))
+    if config.data is not None:
+        return (config.data, interactions, CONFIGS / "criteo_dlrm.toml",
                 CONFIGS / "synthetic_two_tower.toml")
-    data = config.data
-    if not data.exists():
-        raise PlexrecError(f"DATA={data} does not exist")
-    if data.is_dir() and (data / "u.data").exists():
-        raise PlexrecError(
-            f"DATA={data} is MovieLens: it trains the two-tower model only; give a Criteo "
-            "train.txt for the CTR model (or leave DATA unset for synthetic data)")
-    return data, work / "interactions", CONFIGS / "criteo_dlrm.toml", \
+    ctr_data = work / f"criteo-{config.ctr_rows}.tsv"
+    if not ctr_data.exists():
+        stage("generate synthetic Criteo-like data", "data", "synth", "--kind", "criteo",
+              "--rows", str(config.ctr_rows), "--out", str(ctr_data), "--seed", str(config.seed))
+    return ctr_data, interactions, CONFIGS / "synthetic_dlrm.toml", \
         CONFIGS / "synthetic_two_tower.toml"
 
 
@@ -204,6 +211,11 @@ def _start_server(snapshots: Path, redis_url: str, env: dict[str, str]
     assert proc.stdout is not None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if not ready:
+            if proc.poll() is not None:
+                raise PlexrecError(f"the gRPC server exited with code {proc.returncode}")
+            continue
         line = proc.stdout.readline()
         if not line:
             if proc.poll() is not None:

@@ -30,7 +30,8 @@ def test_demo_smoke_runs_every_stage(tmp_path: Path, redis_url: str, mlflow_uri:
     assert "CTR test AUC" in proc.stderr and "mlflow ui" in proc.stderr
 
     # data
-    assert (work / "criteo.tsv").stat().st_size > 0
+    assert (work / "criteo-20000.tsv").stat().st_size > 0
+    assert (work / "interactions-20000" / "interactions.csv").stat().st_size > 0
     # training: both runs tracked in MLflow with their figures
     ctr, tt = result["ctr"], result["two_tower"]
     assert 0.5 < ctr["test_auc"] <= 1.0
@@ -39,6 +40,7 @@ def test_demo_smoke_runs_every_stage(tmp_path: Path, redis_url: str, mlflow_uri:
     run = client.get_run(ctr["run_id"])
     assert run.data.metrics["test_auc"] == pytest.approx(ctr["test_auc"])
     assert client.get_run(tt["run_id"]).info.status == "FINISHED"
+    assert 0.0 < tt["test_recall_at_100"] <= 1.0
     # export
     snap = Snapshot.open(result["snapshot"]["snapshot"])
     assert snap.version == result["snapshot"]["version"]
@@ -47,13 +49,15 @@ def test_demo_smoke_runs_every_stage(tmp_path: Path, redis_url: str, mlflow_uri:
     r = redis.Redis.from_url(redis_url)
     assert redis_keys.read_current(r, "default") == snap.version
     manifest = redis_keys.read_manifest(r, "default", snap.version)
-    stored = sum(r.hlen(redis_keys.partition_key("default", snap.version, p, "item"))
-                 for p in range(manifest["partitions"]))
-    assert stored == len(snap.ids("item"))
+    for entity in ("user", "item"):
+        stored = sum(r.hlen(redis_keys.partition_key("default", snap.version, p, entity))
+                     for p in range(manifest["partitions"]))
+        assert stored == len(snap.ids(entity))
     # serve + query
     q = result["queries"]
     assert q["server_version"] == snap.version
     assert len(q["sample_items"]) == 10
-    item_ids = set(np.asarray(snap.ids("item")).tolist())
-    assert set(q["sample_items"]) <= item_ids
+    user_vec = snap.vectors("user")[snap.row_of("user", np.array([q["sample_user"]]))[0]]
+    exact = np.argsort(-(snap.vectors("item") @ user_vec), kind="stable")[:10]
+    assert q["sample_items"] == np.asarray(snap.ids("item"))[exact].tolist()
     assert 0 < q["embeddings_p50_ms"] <= q["embeddings_p99_ms"]
