@@ -33,7 +33,7 @@ demo: install redis-binary
 	$(BIN)/plexrec demo $(if $(DATA),--data $(DATA),)
 
 bench: install redis-binary
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.run_all $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) .plexrec
