@@ -307,7 +307,8 @@ def prepare(schema: Schema, input_path: str | Path, out_dir: str | Path, *,
             on_bad_row: str = "error", chunk_rows: int = DEFAULT_CHUNK_ROWS,
             progress: bool = True, force: bool = False) -> PrepareResult:
     """Builds the cache in `out_dir`, or reuses it when it was built from the same input content
-    (sha256) and the same schema fingerprint."""
+    (sha256) and the same schema fingerprint. A cache that skipped bad rows is not reused when
+    bad rows are to stop the run: the rebuild then reports the first bad row."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     files = input_files(schema, input_path)
@@ -316,7 +317,8 @@ def prepare(schema: Schema, input_path: str | Path, out_dir: str | Path, *,
     meta = read_meta(out_dir)
     if (not force and meta is not None and meta.get("format_version") == FORMAT_VERSION
             and meta.get("schema_fingerprint") == fingerprint
-            and meta.get("input_hash") == input_hash):
+            and meta.get("input_hash") == input_hash
+            and (on_bad_row == "skip" or meta.get("skipped_rows", 0) == 0)):
         log.info("reusing prepared cache %s (same input sha256 and schema)", out_dir)
         return _result_from_meta(out_dir, meta, True, time.perf_counter() - start)
 

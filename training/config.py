@@ -259,3 +259,9 @@ def check_values(cfg: RunConfig) -> None:
             raise bad("train", key, "must be >= 0")
     if t.keep_checkpoints < 1:
         raise bad("train", "keep_checkpoints", "must be >= 1")
+    if t.log_every < 1:
+        raise bad("train", "log_every", "must be >= 1")
+    if o.warmup_steps < 0 or o.decay_steps < 0:
+        raise bad("optim", "warmup_steps/decay_steps", "must be >= 0")
+    if not 0.0 <= o.min_lr_ratio <= 1.0:
+        raise bad("optim", "min_lr_ratio", f"must be in [0, 1], got {o.min_lr_ratio}")

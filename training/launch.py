@@ -62,11 +62,11 @@ def load_run_config(opts: LaunchOptions) -> RunConfig:
     if opts.layout:
         overrides.append(f"layout.kind={opts.layout}")
     if opts.embedding_budget:
-        overrides.append(f'layout.budget="{opts.embedding_budget}"'
+        overrides.append(f"layout.budget={json.dumps(opts.embedding_budget)}"
                          if not opts.embedding_budget.isdigit()
                          else f"layout.budget={opts.embedding_budget}")
     if opts.data:
-        overrides.append(f'data.path="{opts.data}"')
+        overrides.append(f"data.path={json.dumps(str(opts.data))}")
     return load_config(opts.config, overrides)
 
 

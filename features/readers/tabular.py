@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.encode import as_strings
 from features.errors import DataError
 from features.readers.delimited import (
     LINE_COLUMN,
@@ -73,7 +74,7 @@ def read_parquet(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
             for name in roles.strings:
                 col = df[name]
                 if col.dtype != object:
-                    df[name] = col.astype(str).where(col.notna(), None)
+                    df[name] = as_strings(col).to_numpy(dtype=object)
             df, lines = validate_numeric(df, lines, roles.numeric, roles.required, file,
                                          on_bad_row, stats)
             df[LINE_COLUMN] = lines

@@ -129,6 +129,8 @@ def test_skip_bad_rows_recorded(tmp_path: Path) -> None:
                      progress=False)
     assert (result.num_rows, result.skipped_rows) == (2, 1)
     assert PreparedData.open(result.out_dir).meta["skipped_rows"] == 1
+    with pytest.raises(DataError, match=r"t.txt:2: expected 40 fields"):
+        prepare(small_criteo_schema(), path, tmp_path / "c", progress=False)
 
 
 def test_binary_label_must_be_0_or_1(tmp_path: Path) -> None:

@@ -71,3 +71,23 @@ def test_learning_rate_warms_up_then_decays() -> None:
     assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
     cosine = parse_config({"optim": {"decay": "cosine"}})
     assert lr_factor(50, cosine, 100) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.log_every=0", "log_every"),
+    ("optim.warmup_steps=-1", "warmup_steps"),
+    ("optim.min_lr_ratio=2.0", "min_lr_ratio"),
+])
+def test_out_of_range_values_are_rejected_before_training(override: str, needle: str) -> None:
+    from training.config import check_values
+
+    with pytest.raises(ConfigError, match=needle):
+        check_values(load_config(CONFIGS / "criteo_dlrm.toml", [override]))
+
+
+def test_data_paths_with_quotes_survive_the_override(tmp_path: Path) -> None:
+    from training.launch import LaunchOptions, load_run_config
+
+    odd = str(tmp_path / 'a"b\\c.txt')
+    opts = LaunchOptions(config=CONFIGS / "criteo_dlrm.toml", data=odd)
+    assert load_run_config(opts).data.path == odd
