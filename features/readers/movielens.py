@@ -36,6 +36,16 @@ def movielens_files(path: Path) -> list[Path]:
 
 
 def _read_table(path: Path, names: tuple[str, ...], encoding: str = "latin-1") -> pd.DataFrame:
+    """A small '|'-separated side table; every line must have exactly len(names) fields, so a
+    short line is never padded with missing values and a long one never shifts columns."""
+    if not path.exists():
+        raise DataError("file not found", path=str(path))
+    with path.open(encoding=encoding, newline="") as fh:
+        for number, line in enumerate(fh, 1):
+            fields = line.rstrip("\r\n").count("|") + 1
+            if line.strip() and fields != len(names):
+                raise DataError(f"expected {len(names)} '|'-separated fields, found {fields}",
+                                path=str(path), line=number, field=names[min(fields, len(names)) - 1])
     df = pd.read_csv(path, sep="|", header=None, dtype=str, keep_default_na=False,
                      quoting=csv.QUOTE_NONE, encoding=encoding, na_values=[""])
     if df.shape[1] != len(names):

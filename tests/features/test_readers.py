@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,14 @@ def test_movielens_non_numeric_dense_and_bad_policy() -> None:
     assert exc.value.field == "zip" and exc.value.path.endswith("u.data")
     with pytest.raises(ConfigError, match="on_bad_row"):
         list(read_chunks(parse_schema(raw), ML_100K, 10, "ignore"))
+
+
+@pytest.mark.parametrize("mangle", ["|extra", "short"])
+def test_malformed_movielens_side_table_names_file_and_line(tmp_path: Path, mangle: str) -> None:
+    ml = tmp_path / "ml-100k"
+    shutil.copytree(ML_100K, ml)
+    lines = (ml / "u.user").read_text(encoding="latin-1").splitlines()
+    lines[4] = lines[4] + "|extra" if mangle == "|extra" else lines[4].rsplit("|", 1)[0]
+    (ml / "u.user").write_text("\n".join(lines) + "\n", encoding="latin-1")
+    with pytest.raises(DataError, match=r"u.user:5: expected 5 '\|'-separated fields"):
+        list(read_chunks(load_schema(CONFIGS / "movielens.toml"), ml))
