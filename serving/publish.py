@@ -48,6 +48,7 @@ VERIFY_SAMPLE = 4096
 LOCK_TTL_MS = 60_000
 _FIELDS_PER_COMMAND = 1000
 _SCAN_COUNT = 1000
+_SWEEP_REFRESH_KEYS = 10_000
 
 # KEYS: current, versions. ARGV: version, score, channel. ZADD NX keeps the first commit time.
 _COMMIT_LUA = """
@@ -72,6 +73,23 @@ _UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# KEYS: lock. ARGV: stale value, new token, ttl ms. Takes the lock over only if it still holds
+# the stale value, so of two reruns that both saw the same dead holder exactly one wins.
+_TAKEOVER_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return nil
+"""
+
+
+def take_over_lock(client: Any, key: str, stale: str | bytes, token: str,
+                   ttl_ms: int = LOCK_TTL_MS) -> bool:
+    """Replaces the lock value `stale` (a dead holder's) by `token`, atomically: a GET then SET
+    would let two simultaneous reruns after a crash both believe they hold the lock."""
+    script = client.register_script(_TAKEOVER_LUA)
+    return script(keys=[key], args=[stale, token, ttl_ms]) is not None
 
 
 @dataclass(frozen=True)
@@ -141,6 +159,7 @@ class _Publisher:
         self.retire_script = client.register_script(_RETIRE_LUA)
         self.unlock_script = client.register_script(_UNLOCK_LUA)
         self.ns_keys = [rk.current_key(ns), rk.versions_key(ns)]
+        self._holds_lock = False
 
     def run(self, keep: int, start: float) -> PublishResult:
         if self._is_committed(self.version):
@@ -152,12 +171,14 @@ class _Publisher:
                      self.version, self.ns)
             return PublishResult(self.version, 0, time.perf_counter() - start, True)
         token = self._lock()
+        self._holds_lock = True
         try:
             self._sweep_orphans()
             written = self._write_vectors()
             self._verify()
             self._commit(manifest_written=False)
         finally:
+            self._holds_lock = False
             self.unlock_script(keys=[rk.lock_key(self.ns, self.version)], args=[token])
         self._retire(keep)
         seconds = time.perf_counter() - start
@@ -179,9 +200,12 @@ class _Publisher:
         if self.client.set(key, token, nx=True, px=LOCK_TTL_MS):
             return token
         held = self.client.get(key)
-        if held is None or _holder_is_dead(held):
-            self.client.set(key, token, px=LOCK_TTL_MS)
+        if held is None:
+            if self.client.set(key, token, nx=True, px=LOCK_TTL_MS):
+                return token
+        elif _holder_is_dead(held) and take_over_lock(self.client, key, held, token):
             return token
+        held = self.client.get(key) or held
         ttl = max(self.client.pttl(key), 0) / 1000
         raise PlexrecError(f"version {self.version} of namespace {self.ns!r} is being published "
                            f"by another process ({held!r}, lock {key} expires in {ttl:.0f}s)")
@@ -294,7 +318,10 @@ class _Publisher:
         scan_kwargs: dict[str, Any] = {"match": pattern, "count": _SCAN_COUNT}
         if self.is_cluster:
             scan_kwargs["target_nodes"] = RedisCluster.PRIMARIES
-        for key in self.client.scan_iter(**scan_kwargs):
+        lock = rk.lock_key(self.ns, self.version)
+        for scanned, key in enumerate(self.client.scan_iter(**scan_kwargs), 1):
+            if self._holds_lock and scanned % _SWEEP_REFRESH_KEYS == 0:
+                self.client.pexpire(lock, LOCK_TTL_MS)
             version = rk.version_of_key(self.ns, key)
             if version is not None:
                 by_version[version].append(key)

@@ -262,13 +262,23 @@ async def serve_forever(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.create_task(server.start())
     try:
-        port = await server.start()
-        print(json.dumps({"event": "serving", "port": port, "version": server.version}),
-              flush=True)
-        await stop.wait()
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if starting.done():
+            port = starting.result()
+            print(json.dumps({"event": "serving", "port": port, "version": server.version}),
+                  flush=True)
+            await stop.wait()
+        else:
+            log.info("stop requested while starting; start abandoned")
+            starting.cancel()
+            await asyncio.wait([starting], timeout=2.0)
         log.info("shutting down (grace %.1fs)", config.grace_s)
     finally:
+        starting.cancel()
         await server.stop()
     print(json.dumps({"event": "stopped"}), file=sys.stderr, flush=True)
 

@@ -196,6 +196,7 @@ class VectorStore:
         self.breaker = CircuitBreaker(breaker_cooldown_s)
         self._inflight: dict[tuple[str, str, int], asyncio.Future] = {}
         self._writebacks: set[asyncio.Task] = set()
+        self._loads: set[asyncio.Task] = set()
         self._writing: set[tuple[str, str, int]] = set()
         self._stats = {"redis_hits": 0, "cache_hits": 0, "snapshot_reads": 0, "redis_errors": 0}
 
@@ -290,7 +291,11 @@ class VectorStore:
 
     async def _load_misses(self, view: VersionView, entity: str, ids: np.ndarray
                            ) -> list[bytes | None]:
-        """Single flight: the first request for a key loads it, concurrent ones await it."""
+        """Single flight: the first request for a key loads it, concurrent ones await it.
+
+        The load runs in its own task and every request awaits through asyncio.shield, so a
+        cancelled request (deadline, disconnect), owner or waiter, neither aborts the load
+        nor cancels the future the other requests wait on."""
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future] = []
         mine: list[int] = []
@@ -304,20 +309,38 @@ class VectorStore:
             futures.append(fut)
         if mine:
             own_ids = ids[mine]
-            try:
-                values = await self._load(view, entity, own_ids)
-            except BaseException as exc:
-                for pos in mine:
-                    futures[pos].set_exception(StoreUnavailable(str(exc)) if not isinstance(
-                        exc, StoreUnavailable) else exc)
-                    futures[pos].exception()
-                raise
-            finally:
-                for id_ in own_ids.tolist():
-                    self._inflight.pop((view.version, entity, id_), None)
-            for pos, value in zip(mine, values, strict=True):
-                futures[pos].set_result(value)
-        return [await f for f in futures]
+            task = asyncio.create_task(self._load(view, entity, own_ids))
+            self._loads.add(task)
+            task.add_done_callback(self._loads.discard)
+            task.add_done_callback(functools.partial(
+                self._settle, view.version, entity, own_ids.tolist(),
+                [futures[pos] for pos in mine]))
+            await asyncio.shield(task)
+        return [await asyncio.shield(f) for f in futures]
+
+    def _settle(self, version: str, entity: str, own_ids: list[int],
+                futures: list[asyncio.Future], task: asyncio.Task) -> None:
+        """Fills the waiters' futures from the load task, whatever became of its owner."""
+        for id_, fut in zip(own_ids, futures, strict=True):
+            if self._inflight.get((version, entity, id_)) is fut:
+                del self._inflight[(version, entity, id_)]
+        if task.cancelled():
+            exc: BaseException | None = StoreUnavailable(
+                f"look-up of {entity} ids of version {version} was cancelled")
+        else:
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, StoreUnavailable):
+                exc = StoreUnavailable(f"look-up of {entity} ids of version {version} "
+                                       f"failed: {type(exc).__name__}: {exc}")
+        values = task.result() if exc is None else [None] * len(futures)
+        for fut, value in zip(futures, values, strict=True):
+            if fut.done():
+                continue
+            if exc is None:
+                fut.set_result(value)
+            else:
+                fut.set_exception(exc)
+                fut.exception()
 
     async def _load(self, view: VersionView, entity: str, ids: np.ndarray
                     ) -> list[bytes | None]:
@@ -413,6 +436,8 @@ class VectorStore:
         self.breaker.trip(exc)
 
     async def close(self) -> None:
+        if self._loads:
+            await asyncio.gather(*self._loads, return_exceptions=True)
         if self._writebacks:
             await asyncio.gather(*self._writebacks, return_exceptions=True)
         if self.lane is not None:
