@@ -287,6 +287,13 @@ class EmbeddingLayout(ABC):
     dim: int
     feature_names: list[str]
 
+    def __init__(self, specs: list[SparseFeatureSpec], config: LayoutConfig) -> None:
+        check_specs(specs)
+        self.specs = list(specs)
+        self.config = config
+        self.dim = config.dim
+        self.feature_names = [s.name for s in specs]
+
     @abstractmethod
     def table_configs(self) -> list[EmbeddingBagConfig]:
         """The real TorchRec tables (what DMP shards)."""

@@ -33,7 +33,6 @@ from models.layouts.base import (
     LayoutModule,
     SparseFeatureSpec,
     TableReport,
-    check_specs,
     dense_device,
     feature_salt,
     make_table,
@@ -91,16 +90,12 @@ class MixedDimLayout(EmbeddingLayout):
     name = "mixed_dim"
 
     def __init__(self, specs: list[SparseFeatureSpec], config: LayoutConfig) -> None:
-        check_specs(specs)
+        super().__init__(specs, config)
         for spec in specs:
             if spec.counts is None:
                 raise ConfigError(
                     f"layout: mixed_dim needs frequency counts for feature {spec.name!r} "
                     "(prepare the data to get stats/<name>.counts.npy)")
-        self.specs = list(specs)
-        self.config = config
-        self.dim = config.dim
-        self.feature_names = [s.name for s in specs]
         self.alpha = config.alpha
         self._order: list[np.ndarray] = []
         self._spans: list[list[tuple[int, int, float]]] = []

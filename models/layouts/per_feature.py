@@ -16,7 +16,6 @@ from models.layouts.base import (
     LayoutModule,
     SparseFeatureSpec,
     TableReport,
-    check_specs,
     dense_device,
     feature_salt,
     make_table,
@@ -45,11 +44,7 @@ class PerFeatureLayout(EmbeddingLayout):
     name = "per_feature"
 
     def __init__(self, specs: list[SparseFeatureSpec], config: LayoutConfig) -> None:
-        check_specs(specs)
-        self.specs = list(specs)
-        self.config = config
-        self.dim = config.dim
-        self.feature_names = [s.name for s in specs]
+        super().__init__(specs, config)
         cards = [s.cardinality for s in specs]
         budget = config.parsed_budget()
         if budget is None:

@@ -25,7 +25,6 @@ from models.layouts.base import (
     LayoutModule,
     SparseFeatureSpec,
     TableReport,
-    check_specs,
     dense_device,
     feature_salt,
     make_table,
@@ -61,11 +60,7 @@ class QRLayout(EmbeddingLayout):
     name = "qr"
 
     def __init__(self, specs: list[SparseFeatureSpec], config: LayoutConfig) -> None:
-        check_specs(specs)
-        self.specs = list(specs)
-        self.config = config
-        self.dim = config.dim
-        self.feature_names = [s.name for s in specs]
+        super().__init__(specs, config)
         cards = [s.cardinality for s in specs]
         budget = config.parsed_budget()
         if config.collisions is not None:

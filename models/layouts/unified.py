@@ -27,7 +27,6 @@ from models.layouts.base import (
     LayoutModule,
     SparseFeatureSpec,
     TableReport,
-    check_specs,
     dense_device,
     feature_salt,
     make_table,
@@ -47,11 +46,7 @@ class UnifiedLayout(EmbeddingLayout):
     name = "unified"
 
     def __init__(self, specs: list[SparseFeatureSpec], config: LayoutConfig) -> None:
-        check_specs(specs)
-        self.specs = list(specs)
-        self.config = config
-        self.dim = config.dim
-        self.feature_names = [s.name for s in specs]
+        super().__init__(specs, config)
         self.probes = config.probes
         if self.dim % self.probes:
             raise ConfigError(
