@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,9 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train from a run config; prints one JSON line of results.")
     p.add_argument("--config", required=True, type=Path, help="run config TOML")
     p.add_argument("--nproc", type=int, default=1, help="processes per node (torchrun if > 1)")
-    p.add_argument("--nnodes", type=int, default=1)
-    p.add_argument("--node-rank", type=int, default=0)
-    p.add_argument("--master-addr", default="127.0.0.1")
+    p.add_argument("--nnodes", type=int, default=1, help="torchrun nodes (multi-node training)")
+    p.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0..nnodes-1")
+    p.add_argument("--master-addr", default="127.0.0.1",
+                   help="address of node 0, reachable from every node")
     p.add_argument("--master-port", type=int, default=0, help="0: a free port (single node)")
     p.add_argument("--data", help="raw input file/dir (prepared on the fly) or a prepared cache")
     p.add_argument("--layout", help="per_feature | mixed_dim | unified (overrides [layout] kind)")
@@ -34,5 +37,14 @@ def run(args: argparse.Namespace) -> int:
         master_addr=args.master_addr, master_port=args.master_port, data=args.data,
         layout=args.layout, embedding_budget=args.embedding_budget, overrides=args.overrides,
         resume=args.resume, quiet=args.quiet))
-    print(json.dumps(result), flush=True)
+    print(json.dumps(_finite(result), allow_nan=False), flush=True)
     return 0
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf (e.g. AUC of a test split with one class) become null: scripts parse this line."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
