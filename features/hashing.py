@@ -18,6 +18,8 @@ _MASK63 = (1 << 63) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 _M1 = 0xBF58476D1CE4E5B9
 _M2 = 0x94D049BB133111EB
+_U64 = (1 << 64) - 1
+_PARTITION_SEED = 0x5EED
 
 
 def _signed(x: int) -> int:
@@ -60,6 +62,22 @@ def hash_ids_torch(ids: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return x & _MASK63
 
 
+def hash_id(id_: int, seed: int = 0) -> int:
+    """hash_ids_np for one Python int: a one-id look-up would spend ~15 us setting up arrays."""
+    x = ((id_ & _U64) + ((seed * _GOLDEN + _GOLDEN) & _U64)) & _U64
+    x ^= x >> 30
+    x = (x * _M1) & _U64
+    x ^= x >> 27
+    x = (x * _M2) & _U64
+    x ^= x >> 31
+    return x & _MASK63
+
+
 def partition_of(ids: np.ndarray, partitions: int) -> np.ndarray:
     """Which of `partitions` buckets an id falls in: the Redis key layout depends on this."""
-    return hash_ids_np(ids, seed=0x5EED) % partitions
+    return hash_ids_np(ids, seed=_PARTITION_SEED) % partitions
+
+
+def partition_of_one(id_: int, partitions: int) -> int:
+    """partition_of for a single id, without numpy."""
+    return hash_id(id_, seed=_PARTITION_SEED) % partitions

@@ -10,8 +10,9 @@ Read path for a batch of ids of one version and entity:
 3. still missing: rows of the local snapshot (row_of on the memory map), then written back.
 
 Write-back cache layout: one string key per id, `<partition_key>:cache:<id>` (same hash tag as
-the published partition, so it lives in the same cluster slot and the publisher's sweep and
-retirement of a version's keys cover it), set with SET EX ttl + uniform jitter. Per-id keys,
+the published partition, so it lives in the same cluster slot), set with SET EX ttl + uniform
+jitter. Retiring a version unlinks only its manifest and partitions; its cache keys expire with
+their TTL, or go at the next publish's orphan sweep, which removes keys of uncommitted versions. Per-id keys,
 not fields of a cache hash, because Redis expires whole keys: a shared cache hash would keep
 every field alive as long as any field is touched.
 
@@ -45,6 +46,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from features.errors import PlexrecError
+from features.hashing import partition_of_one
 from models.snapshot import Snapshot
 from serving import redis_keys as rk
 
@@ -111,23 +113,6 @@ def partition_keys(namespace: str, version: str, partitions: int, entity: str
     request (redis-py passes bytes arguments through without re-encoding)."""
     return tuple(rk.partition_key(namespace, version, p, entity).encode()
                  for p in range(partitions))
-
-
-_U64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
-_SEED_ADD = (0x5EED * _GOLDEN + _GOLDEN) & _U64
-
-
-def partition_of_one(id_: int, partitions: int) -> int:
-    """rk.partition_of_ids for a single id in plain Python: the numpy version costs ~15 us of
-    array set-up per call, which dominated a one-id look-up. Tested equal on random ids."""
-    x = ((id_ & _U64) + _SEED_ADD) & _U64
-    x ^= x >> 30
-    x = (x * 0xBF58476D1CE4E5B9) & _U64
-    x ^= x >> 27
-    x = (x * 0x94D049BB133111EB) & _U64
-    x ^= x >> 31
-    return (x & ((1 << 63) - 1)) % partitions
 
 
 def cache_key(namespace: str, version: str, partition: int, entity: str, id_: int) -> str:

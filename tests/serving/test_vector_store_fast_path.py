@@ -11,6 +11,7 @@ import numpy as np
 import redis
 from redis.connection import Connection
 
+from features.hashing import partition_of_one
 from serving import redis_keys as rk
 from serving.publish import publish
 from serving.vector_store import (
@@ -18,7 +19,6 @@ from serving.vector_store import (
     connect_async,
     pack_hmget,
     partition_keys,
-    partition_of_one,
 )
 from serving.versions import load_version
 from tests.serving.server_helpers import config, make_snapshot
