@@ -12,9 +12,9 @@ Read path for a batch of ids of one version and entity:
 Write-back cache layout: one string key per id, `<partition_key>:cache:<id>` (same hash tag as
 the published partition, so it lives in the same cluster slot), set with SET EX ttl + uniform
 jitter. Retiring a version unlinks only its manifest and partitions; its cache keys expire with
-their TTL, or go at the next publish's orphan sweep, which removes keys of uncommitted versions. Per-id keys,
-not fields of a cache hash, because Redis expires whole keys: a shared cache hash would keep
-every field alive as long as any field is touched.
+their TTL, or go at the next publish's orphan sweep, which removes keys of uncommitted versions.
+Per-id keys, not fields of a cache hash, because Redis expires whole keys: a shared cache hash
+would keep every field alive as long as any field is touched.
 
 Concurrent misses of the same (version, entity, id) load once (single flight). Redis failures
 (connection refused, timeouts: short socket timeouts, no client retries) trip a circuit
