@@ -1,12 +1,12 @@
 # Two commands set everything up on a fresh Debian machine with Python 3.11:
 #   make demo   the main job: data, train, export, publish, serve, query
-#   make test   lint and the whole test suite (real redis-server, real gRPC, real MLflow)
+#   make test   lint, type check and the whole test suite (real redis-server, real gRPC, real MLflow)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.plexrec-installed
 
-.PHONY: install redis-binary test lint demo bench clean
+.PHONY: install redis-binary test lint typecheck demo bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,10 @@ redis-binary:
 lint: install
 	$(BIN)/ruff check .
 
-test: install redis-binary lint
+typecheck: install
+	bash scripts/typecheck.sh
+
+test: install redis-binary lint typecheck
 	$(BIN)/python -m pytest -q
 
 demo: install redis-binary

@@ -28,10 +28,10 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torchrec.datasets.utils import Batch  # noqa: E402
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor  # noqa: E402
 
-from features.batching import BatchLoader  # noqa: E402
-from features.cache import PreparedData  # noqa: E402
-from features.prepare import prepare  # noqa: E402
-from features.schema import load_schema  # noqa: E402
+from plexrec.features.batching import BatchLoader  # noqa: E402
+from plexrec.features.cache import PreparedData  # noqa: E402
+from plexrec.features.prepare import prepare  # noqa: E402
+from plexrec.features.schema import load_schema  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "batching.json"
@@ -75,7 +75,7 @@ def make_collate(names: list[str]):
 
 
 def synth_cache(rows: int, workdir: Path) -> PreparedData:
-    from features.synth import write_criteo
+    from plexrec.features.synth import write_criteo
 
     raw = workdir / "train.txt"
     t = time.perf_counter()

@@ -117,7 +117,7 @@ def fraction_label(fraction: float) -> str:
 
 def synth_path(work: Path, ds: Dataset) -> Path:
     """The synthetic TSV lives in the work dir and is written once (it depends on rows only)."""
-    from features.synth import write_criteo
+    from plexrec.features.synth import write_criteo
 
     path = work / ds.data
     if not path.is_file():
@@ -132,7 +132,7 @@ def prepare(ds: Dataset, work: Path, extra: list[str]) -> tuple[Path, Path, list
     """Prepares the dataset once into the work dir (reused while input and schema are unchanged)
     and snapshots the run config there, so an edit of configs/ during the grid changes no run;
     returns (prepared directory, config snapshot, overrides) for every run of the dataset."""
-    from training.launch import LaunchOptions, load_run_config, prepare_data
+    from plexrec.training.launch import LaunchOptions, load_run_config, prepare_data
 
     raw = synth_path(work, ds) if ds.synth_rows else Path(ds.data)
     overrides = [*COMMON_OVERRIDES, *ds.overrides, *extra,
@@ -149,9 +149,9 @@ def prepare(ds: Dataset, work: Path, extra: list[str]) -> tuple[Path, Path, list
 
 def per_feature_params(config: Path, prepared: Path, overrides: list[str]) -> int:
     """The full per_feature parameter count at the run config's layout settings."""
-    from features.cache import PreparedData
-    from models.layouts import LayoutConfig, build_layout, specs_from_prepared
-    from training.launch import LaunchOptions, load_run_config
+    from plexrec.features.cache import PreparedData
+    from plexrec.models.layouts import LayoutConfig, build_layout, specs_from_prepared
+    from plexrec.training.launch import LaunchOptions, load_run_config
 
     cfg = load_run_config(LaunchOptions(config=config, data=str(prepared), overrides=overrides))
     layout = {**cfg.layout, "kind": "per_feature"}
@@ -163,8 +163,8 @@ def per_feature_params(config: Path, prepared: Path, overrides: list[str]) -> in
 
 
 def train_one(config: Path, prepared: Path, overrides: list[str], run: Run) -> Run:
-    from features.errors import PlexrecError
-    from training.launch import LaunchOptions, run_train
+    from plexrec.features.errors import PlexrecError
+    from plexrec.training.launch import LaunchOptions, run_train
 
     opts = LaunchOptions(config=config, nproc=1, data=str(prepared), layout=run.layout,
                          embedding_budget=str(run.budget),
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
-    import training.launch  # noqa: F401  (its imports set up INFO logging; quiet it afterwards)
+    import plexrec.training.launch  # noqa: F401  (its imports set up INFO logging; quiet it afterwards)
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         force=True)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from models.snapshot import Snapshot, write_snapshot
-from serving.publish import publish
-from serving.redis_process import RedisProcess
+from plexrec.models.snapshot import Snapshot, write_snapshot
+from plexrec.serving.publish import publish
+from plexrec.serving.redis_process import RedisProcess
 
 RESULTS = Path(__file__).resolve().parent / "results" / "publish.json"
 

@@ -34,13 +34,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from features.cache import PreparedData  # noqa: E402
-from features.prepare import prepare  # noqa: E402
-from features.schema import load_schema  # noqa: E402
-from models.layouts import LayoutConfig  # noqa: E402
-from training.baselines import MFConfig, mf_scorer, popularity_scorer, train_mf  # noqa: E402
-from training.retrieval_metrics import evaluate_topk, seen_before_test  # noqa: E402
-from training.retrieval_task import (  # noqa: E402
+from plexrec.features.cache import PreparedData  # noqa: E402
+from plexrec.features.prepare import prepare  # noqa: E402
+from plexrec.features.schema import load_schema  # noqa: E402
+from plexrec.models.layouts import LayoutConfig  # noqa: E402
+from plexrec.training.baselines import MFConfig, mf_scorer, popularity_scorer, train_mf  # noqa: E402
+from plexrec.training.retrieval_metrics import evaluate_topk, seen_before_test  # noqa: E402
+from plexrec.training.retrieval_task import (  # noqa: E402
     RetrievalConfig,
     build_two_tower,
     evaluate_two_tower,

@@ -38,13 +38,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.snapshot import Snapshot, write_snapshot  # noqa: E402
-from proto.plexrec.v1 import plexrec_pb2 as pb  # noqa: E402
-from proto.plexrec.v1 import plexrec_pb2_grpc as pb_grpc  # noqa: E402
-from serving import redis_keys as rk  # noqa: E402
-from serving.index import top_k_exact  # noqa: E402
-from serving.publish import publish  # noqa: E402
-from serving.redis_process import RedisProcess  # noqa: E402
+from plexrec.models.snapshot import Snapshot, write_snapshot  # noqa: E402
+from plexrec.proto.plexrec.v1 import plexrec_pb2 as pb  # noqa: E402
+from plexrec.proto.plexrec.v1 import plexrec_pb2_grpc as pb_grpc  # noqa: E402
+from plexrec.serving import redis_keys as rk  # noqa: E402
+from plexrec.serving.index import top_k_exact  # noqa: E402
+from plexrec.serving.publish import publish  # noqa: E402
+from plexrec.serving.redis_process import RedisProcess  # noqa: E402
 
 NAMESPACE = "bench"
 
@@ -143,7 +143,7 @@ def start_server(root: Path, redis_url: str, exact_threshold: int,
                  config: Path | None = None) -> tuple[subprocess.Popen, dict]:
     extra = ["--config", str(config)] if config else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--snapshot", str(root), "--redis",
+        [sys.executable, "-m", "plexrec.cli.main", "serve", "--snapshot", str(root), "--redis",
          redis_url, "--namespace", NAMESPACE, "--port", "0", "--exact-threshold",
          str(exact_threshold), *extra], cwd=REPO, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
@@ -322,7 +322,7 @@ def embedding_scenarios(args: argparse.Namespace, target: str, rng: np.random.Ge
 def end_to_end_recall(target: str, snap: Snapshot, user_ids: np.ndarray,
                       rng: np.random.Generator, n: int) -> float:
     """Server answers (FAISS or exact, whatever it built) against exact numpy top-100."""
-    from serving.client import EmbeddingClient
+    from plexrec.serving.client import EmbeddingClient
 
     users = rng.choice(user_ids, n, replace=False)
     queries = np.asarray(snap.vectors("user"))[snap.row_of("user", users)]

@@ -38,7 +38,7 @@ def _free_port() -> int:
 
 
 def _config(prepared: Path, batch_size: int, run_dir: Path) -> dict[str, Any]:
-    from training.config import load_config
+    from plexrec.training.config import load_config
 
     cfg = load_config(REPO / "configs" / "synthetic_dlrm.toml", [
         f"data.batch_size={batch_size}", "mlflow.enabled=false", f"train.run_dir={run_dir}"])
@@ -94,7 +94,7 @@ def _forever(loader: Any) -> Any:
 
 def _torchrec_worker(rank: int, world: int, port: int, spec: dict, steps: int, repeats: int,
                      out: dict, profile: bool) -> None:
-    from training.trainer import RunSpec, Trainer
+    from plexrec.training.trainer import RunSpec, Trainer
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -120,10 +120,10 @@ def _plain_worker(rank: int, world: int, port: int, spec: dict, steps: int, repe
                   out: dict, profile: bool) -> None:
     import torch.nn.functional as F
 
-    from features.batching import BatchLoader, split_rows
-    from features.cache import PreparedData
-    from models.dlrm import DLRM
-    from training.config import parse_config
+    from plexrec.features.batching import BatchLoader, split_rows
+    from plexrec.features.cache import PreparedData
+    from plexrec.models.dlrm import DLRM
+    from plexrec.training.config import parse_config
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -174,9 +174,9 @@ def measure(kind: str, world: int, spec: dict, steps: int, repeats: int,
 
 
 def prepare_data(rows: int, work: Path) -> Path:
-    from features.prepare import prepare
-    from features.schema import load_schema
-    from features.synth import write_criteo
+    from plexrec.features.prepare import prepare
+    from plexrec.features.schema import load_schema
+    from plexrec.features.synth import write_criteo
 
     work.mkdir(parents=True, exist_ok=True)
     raw = work / f"synth_criteo_{rows}.tsv"

@@ -9,13 +9,13 @@ import json
 import sys
 from pathlib import Path
 
-from features.errors import ConfigError
-from features.prepare import DEFAULT_CHUNK_ROWS
+from plexrec.features.errors import ConfigError
+from plexrec.features.prepare import DEFAULT_CHUNK_ROWS
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from features.prepare import prepare
-    from features.schema import load_schema
+    from plexrec.features.prepare import prepare
+    from plexrec.features.schema import load_schema
 
     if args.chunk_rows < 1:
         raise ConfigError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
@@ -40,7 +40,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from features import synth
+    from plexrec.features import synth
 
     if args.rows < 1:
         raise ConfigError(f"--rows must be >= 1, got {args.rows}")

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from cli.pipeline import DemoConfig, run_demo
+from plexrec.cli.pipeline import DemoConfig, run_demo
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.export import export_run
+    from plexrec.training.export import export_run
 
     result = export_run(args.out, run_id=args.run_id, checkpoint=args.checkpoint)
     print(json.dumps(result.to_json()), flush=True)

@@ -6,12 +6,12 @@ import argparse
 import importlib
 import sys
 
-from features.errors import PlexrecError
-from features.logs import configure_logging
+from plexrec.features.errors import PlexrecError
+from plexrec.features.logs import configure_logging
 
 # Each module defines register(subparsers), adding parsers whose `func(args) -> int` runs them.
-COMMAND_MODULES = ("cli.data", "cli.train", "cli.export", "cli.publish", "cli.serve",
-                   "cli.query", "cli.demo")
+COMMAND_MODULES = ("plexrec.cli.data", "plexrec.cli.train", "plexrec.cli.export", "plexrec.cli.publish", "plexrec.cli.serve",
+                   "plexrec.cli.query", "plexrec.cli.demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

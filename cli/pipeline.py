@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features.errors import PlexrecError
-from serving.redis_process import RedisProcess
+from plexrec.features.errors import PlexrecError
+from plexrec.serving.redis_process import RedisProcess
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -98,7 +98,7 @@ class Stage:
 
     def __call__(self, title: str, *args: str) -> dict:
         print(f"==> {title}", file=sys.stderr, flush=True)
-        cmd = [sys.executable, "-m", "cli.main", *args]
+        cmd = [sys.executable, "-m", "plexrec.cli.main", *args]
         started = time.monotonic()
         proc = subprocess.run(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE if self.quiet else None, text=True)
@@ -206,7 +206,7 @@ def _start_server(snapshots: Path, redis_url: str, env: dict[str, str]
                   ) -> tuple[subprocess.Popen, int]:
     print("==> start the gRPC server", file=sys.stderr, flush=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--snapshot", str(snapshots), "--redis",
+        [sys.executable, "-m", "plexrec.cli.main", "serve", "--snapshot", str(snapshots), "--redis",
          redis_url, "--port", "0"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 120
@@ -242,8 +242,8 @@ def _stop(proc: subprocess.Popen) -> None:
 def _query_stage(target: str, snapshot_dir: str, requests: int) -> dict:
     """Sample look-ups and retrievals with the Python client; checks vectors against the
     snapshot and measures client-side latency."""
-    from models.snapshot import Snapshot
-    from serving.client import EmbeddingClient
+    from plexrec.models.snapshot import Snapshot
+    from plexrec.serving.client import EmbeddingClient
 
     print(f"==> query the server at {target}", file=sys.stderr, flush=True)
     snap = Snapshot.open(snapshot_dir)

@@ -7,8 +7,8 @@ import json
 import logging
 import os
 
-from features.errors import ConfigError
-from serving.redis_keys import DEFAULT_PARTITIONS
+from plexrec.features.errors import ConfigError
+from plexrec.serving.redis_keys import DEFAULT_PARTITIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,11 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.snapshot import latest_snapshot
-    from serving.publish import DEFAULT_BATCH_SIZE, publish
+    from plexrec.models.snapshot import latest_snapshot
+    from plexrec.serving.publish import DEFAULT_BATCH_SIZE, publish
 
     if args.quiet:
-        logging.getLogger("serving.publish").setLevel(logging.WARNING)
+        logging.getLogger("plexrec.serving.publish").setLevel(logging.WARNING)
     url = args.redis or os.environ.get("REDIS_URL")
     if not url:
         raise ConfigError("no Redis to publish to: pass --redis URL or set REDIS_URL")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from features.errors import ConfigError
+from plexrec.features.errors import ConfigError
 
 
 def _id_list(text: str) -> list[int]:
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _client(args: argparse.Namespace):  # noqa: ANN202 - lazy import keeps `plexrec -h` fast
-    from serving.client import EmbeddingClient
+    from plexrec.serving.client import EmbeddingClient
 
     return EmbeddingClient(args.target, timeout=args.timeout)
 

@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from features.errors import ConfigError
-    from serving.server import run as run_server
-    from serving.server_config import load_server_config
+    from plexrec.features.errors import ConfigError
+    from plexrec.serving.server import run as run_server
+    from plexrec.serving.server_config import load_server_config
 
     config = load_server_config(
         args.config, snapshot=args.snapshot, redis_url=args.redis or os.environ.get("REDIS_URL"),

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.launch import LaunchOptions, run_train
+    from plexrec.training.launch import LaunchOptions, run_train
 
     result = run_train(LaunchOptions(
         config=args.config, nproc=args.nproc, nnodes=args.nnodes, node_rank=args.node_rank,

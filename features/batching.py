@@ -14,8 +14,8 @@ import torch
 from torchrec.datasets.utils import Batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from features.cache import PreparedData
-from features.errors import ConfigError, DataError
+from plexrec.features.cache import PreparedData
+from plexrec.features.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from features.errors import DataError
-from features.schema import Schema, parse_schema
+from plexrec.features.errors import DataError
+from plexrec.features.schema import Schema, parse_schema
 
 FORMAT_VERSION = 1
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.errors import SchemaError
-from features.hashing import hash_strings
-from features.schema import Feature
+from plexrec.features.errors import SchemaError
+from plexrec.features.hashing import hash_strings
+from plexrec.features.schema import Feature
 
 OOV_ID = 0
 

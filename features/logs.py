@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-OWN_PACKAGES = ("features", "models", "training", "serving", "cli", "bench")
+OWN_PACKAGES = ("plexrec", "bench")
 
 
 def configure_logging(verbose: bool = False, prefix: str = "", level: int = logging.INFO) -> None:

@@ -25,12 +25,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from features.encode import as_strings, split_multi_hot, transform_dense
-from features.errors import DataError
-from features.hashing import hash_strings
-from features.readers import LINE_COLUMN, ReadStats, input_files, read_chunks
-from features.schema import Feature, Schema
-from features.schema_toml import schema_to_toml
+from plexrec.features.encode import as_strings, split_multi_hot, transform_dense
+from plexrec.features.errors import DataError
+from plexrec.features.hashing import hash_strings
+from plexrec.features.readers import LINE_COLUMN, ReadStats, input_files, read_chunks
+from plexrec.features.schema import Feature, Schema
+from plexrec.features.schema_toml import schema_to_toml
 
 log = logging.getLogger(__name__)
 

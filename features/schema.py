@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from features.errors import SchemaError
+from plexrec.features.errors import SchemaError
 
 FEATURE_KINDS = ("dense", "categorical", "multi_hot")
 SIDES = ("user", "item", "context")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from features.schema import Feature, Schema
+from plexrec.features.schema import Feature, Schema
 
 
 def _value(v: Any) -> str:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features.errors import ConfigError, DataError
-from features.hashing import hash_ids_np
+from plexrec.features.errors import ConfigError, DataError
+from plexrec.features.hashing import hash_ids_np
 
 # ---------------------------------------------------------------- shared machinery
 

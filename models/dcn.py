@@ -8,7 +8,7 @@ from torch import nn
 from torchrec.modules.crossnet import LowRankCrossNet
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from models.dlrm import mlp
+from plexrec.models.dlrm import mlp
 
 
 class DCNv2(nn.Module):

@@ -7,9 +7,9 @@ from typing import Any
 
 from torch import nn
 
-from features.errors import ConfigError
-from models.dcn import DCNv2
-from models.dlrm import DLRM
+from plexrec.features.errors import ConfigError
+from plexrec.models.dcn import DCNv2
+from plexrec.models.dlrm import DLRM
 
 RANKING_MODELS: dict[str, Callable[..., nn.Module]] = {
     "dlrm": lambda layout, names, dim, num_dense, cfg: DLRM(

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from features.errors import PlexrecError
+from plexrec.features.errors import PlexrecError
 
 FORMAT = "plexrec-snapshot/1"
 MANIFEST = "manifest.json"

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec import KeyedJaggedTensor
 
-from features.errors import ConfigError
+from plexrec.features.errors import ConfigError
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:

@@ -10,9 +10,9 @@ from typing import Any, NamedTuple
 import grpc
 import numpy as np
 
-from features.errors import PlexrecError
-from proto.plexrec.v1 import plexrec_pb2 as pb
-from proto.plexrec.v1 import plexrec_pb2_grpc as pb_grpc
+from plexrec.features.errors import PlexrecError
+from plexrec.proto.plexrec.v1 import plexrec_pb2 as pb
+from plexrec.proto.plexrec.v1 import plexrec_pb2_grpc as pb_grpc
 
 ENTITIES = {"user": pb.USER, "item": pb.ITEM}
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from features.errors import ConfigError
+from plexrec.features.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ import numpy as np
 import redis
 from redis.cluster import RedisCluster
 
-from features.errors import ConfigError, PlexrecError
-from models.snapshot import Snapshot
-from serving import redis_keys as rk
+from plexrec.features.errors import ConfigError, PlexrecError
+from plexrec.models.snapshot import Snapshot
+from plexrec.serving import redis_keys as rk
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from features.errors import ConfigError
-from features.hashing import partition_of
+from plexrec.features.errors import ConfigError
+from plexrec.features.hashing import partition_of
 
 PREFIX = "plexrec"
 DEFAULT_PARTITIONS = 16

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from features.errors import PlexrecError
+from plexrec.features.errors import PlexrecError
 
 
 def free_port() -> int:

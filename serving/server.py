@@ -19,13 +19,13 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from features.errors import PlexrecError
-from proto.plexrec.v1 import plexrec_pb2 as pb
-from proto.plexrec.v1 import plexrec_pb2_grpc as pb_grpc
-from serving.server_config import ServerConfig
-from serving.user_encoder import UserFeatureError
-from serving.vector_store import StoreUnavailable, VectorStore, connect_async
-from serving.versions import LoadedVersion, VersionNotFound, VersionRegistry
+from plexrec.features.errors import PlexrecError
+from plexrec.proto.plexrec.v1 import plexrec_pb2 as pb
+from plexrec.proto.plexrec.v1 import plexrec_pb2_grpc as pb_grpc
+from plexrec.serving.server_config import ServerConfig
+from plexrec.serving.user_encoder import UserFeatureError
+from plexrec.serving.vector_store import StoreUnavailable, VectorStore, connect_async
+from plexrec.serving.versions import LoadedVersion, VersionNotFound, VersionRegistry
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from features.errors import ConfigError
-from serving.index import IndexConfig
+from plexrec.features.errors import ConfigError
+from plexrec.serving.index import IndexConfig
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from features.encode import encode_categorical, encode_multi_hot, transform_dense
-from features.errors import ConfigError, PlexrecError
-from features.schema import Feature
+from plexrec.features.encode import encode_categorical, encode_multi_hot, transform_dense
+from plexrec.features.errors import ConfigError, PlexrecError
+from plexrec.features.schema import Feature
 
 PAD_ID = -1
 

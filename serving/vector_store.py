@@ -45,10 +45,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from features.errors import PlexrecError
-from features.hashing import partition_of_one
-from models.snapshot import Snapshot
-from serving import redis_keys as rk
+from plexrec.features.errors import PlexrecError
+from plexrec.features.hashing import partition_of_one
+from plexrec.models.snapshot import Snapshot
+from plexrec.serving import redis_keys as rk
 
 log = logging.getLogger(__name__)
 

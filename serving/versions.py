@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from features.errors import PlexrecError
-from models.snapshot import MANIFEST, Snapshot, SnapshotError, latest_snapshot
-from serving import redis_keys as rk
-from serving.index import CandidateIndex, IndexConfig, build_index
-from serving.user_encoder import UserTower
-from serving.vector_store import StoreUnavailable
+from plexrec.features.errors import PlexrecError
+from plexrec.models.snapshot import MANIFEST, Snapshot, SnapshotError, latest_snapshot
+from plexrec.serving import redis_keys as rk
+from plexrec.serving.index import CandidateIndex, IndexConfig, build_index
+from plexrec.serving.user_encoder import UserTower
+from plexrec.serving.vector_store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

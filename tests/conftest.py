@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from serving.redis_process import RedisProcess
+from plexrec.serving.redis_process import RedisProcess
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

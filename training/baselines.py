@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.two_tower import log_q_from_counts, sampled_softmax_loss
+from plexrec.models.two_tower import log_q_from_counts, sampled_softmax_loss
 
 Scorer = Callable[[np.ndarray], torch.Tensor]
 

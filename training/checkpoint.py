@@ -100,7 +100,7 @@ def load_checkpoint(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     meta = json.loads((path / "meta.json").read_text())
     world = dist.get_world_size() if dist.is_initialized() else 1
     if meta["world_size"] != world:
-        from features.errors import ConfigError
+        from plexrec.features.errors import ConfigError
 
         raise ConfigError(f"checkpoint {path} was written by {meta['world_size']} processes; "
                           f"resume it with the same number (now {world})")

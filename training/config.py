@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from features.errors import ConfigError
+from plexrec.features.errors import ConfigError
 
 DEVICES = ("cpu", "cuda")
 DECAYS = ("none", "linear", "cosine", "exponential")

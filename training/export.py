@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from features.errors import ConfigError, DataError
-from models.snapshot import write_snapshot
-from models.two_tower import PaddedUserTower, padded_user_tower
-from training.retrieval_task import TwoTowerParts, entity_rows, key_names, tower_vectors
+from plexrec.features.errors import ConfigError, DataError
+from plexrec.models.snapshot import write_snapshot
+from plexrec.models.two_tower import PaddedUserTower, padded_user_tower
+from plexrec.training.retrieval_task import TwoTowerParts, entity_rows, key_names, tower_vectors
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def run_dir_of(run_id: str) -> Path:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from training.tracking import tracking_uri
+    from plexrec.training.tracking import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     try:
@@ -176,7 +176,7 @@ def run_dir_of(run_id: str) -> Path:
 
 def _locate(path: Path) -> tuple[Path, Path]:
     """(run dir, checkpoint dir) from a run directory or one of its step-N checkpoints."""
-    from training.checkpoint import latest_checkpoint
+    from plexrec.training.checkpoint import latest_checkpoint
 
     path = Path(path)
     if (path / "meta.json").is_file() and path.parent.name == "checkpoints":
@@ -193,11 +193,11 @@ def _locate(path: Path) -> tuple[Path, Path]:
 def load_trained(path: str | Path, run_id: str | None = None) -> TrainedRun:
     """Rebuilds the run's two-tower model on CPU (plain EmbeddingBagCollections, no DMP) and
     reads the sharded checkpoint's full weights into it."""
-    from features.cache import PreparedData
-    from training.checkpoint import load_unsharded
-    from training.config import parse_config
-    from training.retrieval_task import RetrievalTask
-    from training.trainer import RunSpec
+    from plexrec.features.cache import PreparedData
+    from plexrec.training.checkpoint import load_unsharded
+    from plexrec.training.config import parse_config
+    from plexrec.training.retrieval_task import RetrievalTask
+    from plexrec.training.trainer import RunSpec
 
     run_dir, checkpoint = _locate(Path(path))
     spec = RunSpec.load(run_dir / "spec.json")
@@ -230,7 +230,7 @@ def log_snapshot(run_id: str, snapshot: Path) -> bool:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from training.tracking import tracking_uri
+    from plexrec.training.tracking import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from features.errors import ConfigError, PlexrecError
-from training.config import RunConfig, load_config
-from training.sharding import check_constraints, check_sharding_types
-from training.tasks import TASKS, task_for
-from training.trainer import RunSpec
+from plexrec.features.errors import ConfigError, PlexrecError
+from plexrec.training.config import RunConfig, load_config
+from plexrec.training.sharding import check_constraints, check_sharding_types
+from plexrec.training.tasks import TASKS, task_for
+from plexrec.training.trainer import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def check_static(cfg: RunConfig, opts: LaunchOptions) -> None:
     if not cfg.data.path:
         raise ConfigError(f"{cfg.source} [data] path is empty: give --data PATH")
     if cfg.layout:
-        from models.layouts import LayoutConfig
+        from plexrec.models.layouts import LayoutConfig
 
         LayoutConfig.from_dict(cfg.layout, f"{cfg.source} [layout]")
 
@@ -104,13 +104,13 @@ def _check_schema_features(cfg: RunConfig, schema: Any) -> None:
 def prepare_data(cfg: RunConfig, config_path: Path, quiet: bool) -> Path:
     """A prepared cache directory is used as is; raw input is prepared into `[data] cache_dir`
     (default `<run_dir>/prepared`), which `prepare` reuses while input and schema are unchanged."""
-    from features.prepare import prepare
-    from features.schema import load_schema
+    from plexrec.features.prepare import prepare
+    from plexrec.features.schema import load_schema
 
     data_path = _resolve(cfg.data.path, config_path)
     if (data_path / "meta.json").is_file():
         if cfg.data.features:
-            from features.cache import PreparedData
+            from plexrec.features.cache import PreparedData
 
             _check_schema_features(cfg, PreparedData.open(data_path).schema)
         return data_path
@@ -131,7 +131,7 @@ def prepare_data(cfg: RunConfig, config_path: Path, quiet: bool) -> Path:
 
 def check_with_data(cfg: RunConfig, prepared: Path) -> None:
     """Builds the model on the meta device (cheap) to check the layout and the sharding tables."""
-    from features.cache import PreparedData
+    from plexrec.features.cache import PreparedData
 
     data = PreparedData.open(prepared)
     task = task_for(cfg, data)
@@ -161,7 +161,7 @@ def torchrun_command(opts: LaunchOptions, spec_path: Path, port: int) -> list[st
             f"--nproc-per-node={opts.nproc}", f"--nnodes={opts.nnodes}",
             f"--node-rank={opts.node_rank}", f"--master-addr={opts.master_addr}",
             f"--master-port={port}", "--max-restarts=0",
-            "-m", "training.worker", "--spec", str(spec_path)]
+            "-m", "plexrec.training.worker", "--spec", str(spec_path)]
 
 
 def run_train(opts: LaunchOptions) -> dict[str, Any]:
@@ -173,7 +173,7 @@ def run_train(opts: LaunchOptions) -> dict[str, Any]:
     spec_path = run_dir / "spec.json"
     spec.save(spec_path)
     if opts.nproc == 1 and opts.nnodes == 1:
-        from training.worker import run_worker
+        from plexrec.training.worker import run_worker
 
         result = run_worker(spec, init_method=f"tcp://127.0.0.1:{free_port()}")
         assert result is not None

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torchrec import KeyedJaggedTensor
 
-from features.errors import ConfigError, DataError
-from models.layouts import LayoutConfig, build_layout, specs_from_prepared
-from models.two_tower import Tower, TwoTower, log_q_from_counts, sampled_softmax_loss
-from training.retrieval_metrics import (
+from plexrec.features.errors import ConfigError, DataError
+from plexrec.models.layouts import LayoutConfig, build_layout, specs_from_prepared
+from plexrec.models.two_tower import Tower, TwoTower, log_q_from_counts, sampled_softmax_loss
+from plexrec.training.retrieval_metrics import (
     DEFAULT_KS,
     LeaveLastOut,
     evaluate_topk,
@@ -206,7 +206,7 @@ def entity_rows(data: Any, key: str, rows: np.ndarray | None = None
 def tower_vectors(tower: Tower, data: Any, rows: np.ndarray, batch_size: int = 1024
                   ) -> torch.Tensor:
     """Vectors of one tower for the given rows (eval mode)."""
-    from features.batching import BatchLoader
+    from plexrec.features.batching import BatchLoader
 
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
@@ -257,7 +257,7 @@ def train_two_tower(parts: TwoTowerParts, data: Any, rows: np.ndarray, config: R
                     log_every: int = 0) -> TrainResult:
     """A plain single-process loop (Adam on everything) over the positive rows among `rows`,
     for benchmarks and tests; `plexrec train` runs RetrievalTask under the sharded trainer."""
-    from features.batching import BatchLoader
+    from plexrec.features.batching import BatchLoader
 
     _, item_key = key_names(data)
     pos = positive_rows(data, rows)
@@ -432,7 +432,7 @@ class RetrievalTask:
         return self._split
 
     def split(self, cfg: Any, data: Any) -> Any:
-        from features.batching import Splits
+        from plexrec.features.batching import Splits
 
         s = self.leave_last_out(data)
         return Splits(train=s.train_rows, val=s.val_rows, test=s.test_rows)
@@ -449,7 +449,7 @@ class RetrievalTask:
         return build_two_tower(data, layout, self._cfg(), device)
 
     def build(self, cfg: Any, data: Any, device: str | torch.device) -> Any:
-        from training.tasks import BuiltModel
+        from plexrec.training.tasks import BuiltModel
 
         parts = self.build_parts(cfg, data, device)
         report = ([replace(r, name=f"user.{r.name}") for r in parts.user_layout.report()]
@@ -466,7 +466,7 @@ class RetrievalTask:
     def loader(self, data: Any, rows: np.ndarray, *, batch_size: int, shuffle: bool, seed: int,
                rank: int, world_size: int, drop_last: bool) -> Any:
         """Batches of the positive rows only: a negative interaction is no retrieval target."""
-        from features.batching import BatchLoader
+        from plexrec.features.batching import BatchLoader
 
         pos = positive_rows(data, rows)
         if shuffle and self._cfg().log_q and self.log_q is None:

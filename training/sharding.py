@@ -19,8 +19,8 @@ from torchrec.distributed.types import ShardingPlan
 from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
-from features.errors import ConfigError
-from training.config import RunConfig
+from plexrec.features.errors import ConfigError
+from plexrec.training.config import RunConfig
 
 for _name in ("torchrec.distributed.planner.types",
               "torchrec.distributed.planner.storage_reservations", "torchrec.distributed.utils"):

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from features.errors import ConfigError
-from training.config import RunConfig
-from training.metrics import BinaryEvaluator
+from plexrec.features.errors import ConfigError
+from plexrec.training.config import RunConfig
+from plexrec.training.metrics import BinaryEvaluator
 
 
 @dataclass
@@ -101,7 +101,7 @@ class CtrTask:
         return list(cfg.data.features) or list(data.sparse_names)
 
     def validate(self, cfg: RunConfig, data: Any) -> None:
-        from models.ranking import RANKING_MODELS
+        from plexrec.models.ranking import RANKING_MODELS
 
         if cfg.model.kind not in RANKING_MODELS:
             raise ConfigError(f"{cfg.source} [model] kind {cfg.model.kind!r} is not a ranking "
@@ -112,13 +112,13 @@ class CtrTask:
                               f"sparse features of the schema ({', '.join(data.sparse_names)})")
 
     def layout(self, cfg: RunConfig, data: Any) -> Any:
-        from models.layouts import LayoutConfig, build_layout, specs_from_prepared
+        from plexrec.models.layouts import LayoutConfig, build_layout, specs_from_prepared
 
         config = LayoutConfig.from_dict(cfg.layout, f"{cfg.source} [layout]")
         return build_layout(specs_from_prepared(data, self._features(cfg, data)), config)
 
     def build(self, cfg: RunConfig, data: Any, device: str | torch.device) -> BuiltModel:
-        from models.ranking import build_ranking_model
+        from plexrec.models.ranking import build_ranking_model
 
         layout = self.layout(cfg, data)
         module = build_ranking_model(cfg.model.kind, layout.module(device), layout.feature_names,
@@ -131,7 +131,7 @@ class CtrTask:
 
     def loader(self, data: Any, rows: np.ndarray, *, batch_size: int, shuffle: bool, seed: int,
                rank: int, world_size: int, drop_last: bool) -> Loader:
-        from features.batching import BatchLoader
+        from plexrec.features.batching import BatchLoader
 
         return BatchLoader(data, rows, batch_size, shuffle=shuffle, seed=seed, rank=rank,
                            world_size=world_size, drop_last=drop_last,
@@ -158,7 +158,7 @@ class CtrTask:
 
 
 def _retrieval_task() -> Task:
-    from training.retrieval_task import RetrievalTask
+    from plexrec.training.retrieval_task import RetrievalTask
 
     return RetrievalTask()
 

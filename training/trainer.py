@@ -26,7 +26,7 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm import tqdm
 
-from training.checkpoint import (
+from plexrec.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_unsharded,
@@ -34,10 +34,10 @@ from training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from training.config import RunConfig, parse_config
-from training.sharding import check_constraints, plan_summary, shard_model
-from training.tasks import Task, task_for
-from training.tracking import Tracker
+from plexrec.training.config import RunConfig, parse_config
+from plexrec.training.sharding import check_constraints, plan_summary, shard_model
+from plexrec.training.tasks import Task, task_for
+from plexrec.training.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,8 @@ class Trainer:
         self.tracker = Tracker(self.rank == 0 and self.cfg.mlflow.enabled)
 
     def _setup(self) -> None:
-        from features.batching import split_rows
-        from features.cache import PreparedData
+        from plexrec.features.batching import split_rows
+        from plexrec.features.cache import PreparedData
 
         cfg = self.cfg
         self.data = PreparedData.open(self.spec.prepared_dir)
@@ -163,7 +163,7 @@ class Trainer:
         self.test_loader = loader(self.data, splits.test, batch_size=cfg.data.eval_batch_size,
                                   shuffle=False, seed=0, drop_last=False, **common)
         if len(self.train_loader) == 0:
-            from features.errors import ConfigError
+            from plexrec.features.errors import ConfigError
 
             raise ConfigError(f"training split has fewer rows per rank than batch_size "
                               f"{cfg.data.batch_size}")

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch.distributed as dist
 
-from features.errors import PlexrecError
-from features.logs import configure_logging
-from training.trainer import RunSpec, Trainer
+from plexrec.features.errors import PlexrecError
+from plexrec.features.logs import configure_logging
+from plexrec.training.trainer import RunSpec, Trainer
 
 
 def _die_with_parent() -> None:
@@ -49,7 +49,7 @@ def run_worker(spec: RunSpec, init_method: str | None = None) -> dict[str, Any] 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="training.worker")
+    parser = argparse.ArgumentParser(prog="plexrec.training.worker")
     parser.add_argument("--spec", required=True, type=Path)
     args = parser.parse_args(argv)
     _die_with_parent()

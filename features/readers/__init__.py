@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.errors import SchemaError
-from features.readers.criteo import CRITEO_COLUMNS, read_criteo
-from features.readers.delimited import LINE_COLUMN, ReadStats, check_policy
-from features.readers.movielens import MOVIELENS_COLUMNS, movielens_files, read_movielens
-from features.readers.tabular import read_csv, read_parquet, tabular_files
-from features.schema import Schema
+from plexrec.features.errors import SchemaError
+from plexrec.features.readers.criteo import CRITEO_COLUMNS, read_criteo
+from plexrec.features.readers.delimited import LINE_COLUMN, ReadStats, check_policy
+from plexrec.features.readers.movielens import MOVIELENS_COLUMNS, movielens_files, read_movielens
+from plexrec.features.readers.tabular import read_csv, read_parquet, tabular_files
+from plexrec.features.schema import Schema
 
 __all__ = ["CRITEO_COLUMNS", "LINE_COLUMN", "MOVIELENS_COLUMNS", "ReadStats", "input_files", "read_chunks"]
 

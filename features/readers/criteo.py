@@ -7,10 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.errors import DataError
-from features.readers.delimited import LINE_COLUMN, ReadStats, read_delimited, validate_numeric
-from features.readers.roles import column_roles, require_columns
-from features.schema import Schema
+from plexrec.features.errors import DataError
+from plexrec.features.readers.delimited import (
+    LINE_COLUMN,
+    ReadStats,
+    read_delimited,
+    validate_numeric,
+)
+from plexrec.features.readers.roles import column_roles, require_columns
+from plexrec.features.schema import Schema
 
 CRITEO_COLUMNS = (("label",) + tuple(f"I{i}" for i in range(1, 14))
                   + tuple(f"C{i}" for i in range(1, 27)))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.errors import ConfigError, DataError
+from plexrec.features.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.errors import DataError
-from features.readers.delimited import LINE_COLUMN, ReadStats, read_delimited, validate_numeric
-from features.readers.roles import column_roles, require_columns
-from features.schema import Schema
+from plexrec.features.errors import DataError
+from plexrec.features.readers.delimited import (
+    LINE_COLUMN,
+    ReadStats,
+    read_delimited,
+    validate_numeric,
+)
+from plexrec.features.readers.roles import column_roles, require_columns
+from plexrec.features.schema import Schema
 
 RATING_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 USER_COLUMNS = ("user_id", "age", "gender", "occupation", "zip")

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from features.errors import SchemaError
-from features.schema import Schema
+from plexrec.features.errors import SchemaError
+from plexrec.features.schema import Schema
 
 
 @dataclass(frozen=True)

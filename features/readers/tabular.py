@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.encode import as_strings
-from features.errors import DataError
-from features.readers.delimited import (
+from plexrec.features.encode import as_strings
+from plexrec.features.errors import DataError
+from plexrec.features.readers.delimited import (
     LINE_COLUMN,
     ReadStats,
     header_names,
     read_delimited,
     validate_numeric,
 )
-from features.readers.roles import column_roles, require_columns
-from features.schema import Schema
+from plexrec.features.readers.roles import column_roles, require_columns
+from plexrec.features.schema import Schema
 
 
 def tabular_files(path: Path, suffix: str) -> list[Path]:

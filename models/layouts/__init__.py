@@ -3,8 +3,8 @@ multi-probe tables and quotient-remainder tables, each under an optional paramet
 
 from __future__ import annotations
 
-from features.errors import ConfigError
-from models.layouts.base import (
+from plexrec.features.errors import ConfigError
+from plexrec.models.layouts.base import (
     KINDS,
     EmbeddingLayout,
     LayoutConfig,
@@ -13,11 +13,11 @@ from models.layouts.base import (
     TableReport,
     specs_from_prepared,
 )
-from models.layouts.budget import Budget, parse_budget
-from models.layouts.mixed_dim import MixedDimLayout
-from models.layouts.per_feature import PerFeatureLayout
-from models.layouts.qr import QRLayout
-from models.layouts.unified import UnifiedLayout
+from plexrec.models.layouts.budget import Budget, parse_budget
+from plexrec.models.layouts.mixed_dim import MixedDimLayout
+from plexrec.models.layouts.per_feature import PerFeatureLayout
+from plexrec.models.layouts.qr import QRLayout
+from plexrec.models.layouts.unified import UnifiedLayout
 
 _LAYOUTS: dict[str, type[EmbeddingLayout]] = {
     "per_feature": PerFeatureLayout,

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 
-from features.errors import ConfigError
-from features.hashing import hash_ids_np, hash_ids_torch, hash_strings
-from models.layouts.budget import BYTES_PER_PARAM, Budget, parse_budget
+from plexrec.features.errors import ConfigError
+from plexrec.features.hashing import hash_ids_np, hash_ids_torch, hash_strings
+from plexrec.models.layouts.budget import BYTES_PER_PARAM, Budget, parse_budget
 
 KINDS = ("per_feature", "mixed_dim", "unified", "qr")
 POOLINGS = ("sum", "mean")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from features.errors import ConfigError
+from plexrec.features.errors import ConfigError
 
 BYTES_PER_PARAM = 4
 

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 
-from features.errors import ConfigError
-from models.layouts.base import (
+from plexrec.features.errors import ConfigError
+from plexrec.models.layouts.base import (
     EmbeddingLayout,
     LayoutConfig,
     LayoutModule,
@@ -40,7 +40,7 @@ from models.layouts.base import (
     salted_hash_np,
     table_report,
 )
-from models.layouts.budget import BYTES_PER_PARAM
+from plexrec.models.layouts.budget import BYTES_PER_PARAM
 
 _SCALE_STEPS = 400
 

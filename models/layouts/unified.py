@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 
-from features.errors import ConfigError
-from models.layouts.base import (
+from plexrec.features.errors import ConfigError
+from plexrec.models.layouts.base import (
     EmbeddingLayout,
     LayoutConfig,
     LayoutModule,

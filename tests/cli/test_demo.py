@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import redis
 
-from models.snapshot import Snapshot
-from serving import redis_keys
+from plexrec.models.snapshot import Snapshot
+from plexrec.serving import redis_keys
 from tests.conftest import REPO
 
 
@@ -23,7 +23,7 @@ def test_demo_smoke_runs_every_stage(tmp_path: Path, redis_url: str, mlflow_uri:
     work = tmp_path / "demo"
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "demo", "--smoke", "--quiet", "--workdir", str(work),
+        [sys.executable, "-m", "plexrec.cli.main", "demo", "--smoke", "--quiet", "--workdir", str(work),
          "--redis", redis_url], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-5000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

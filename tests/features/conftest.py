@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from features.cache import PreparedData
-from features.prepare import prepare
-from features.schema import load_schema
+from plexrec.features.cache import PreparedData
+from plexrec.features.prepare import prepare
+from plexrec.features.schema import load_schema
 from tests.conftest import CONFIGS, CRITEO_10K, ML_100K
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from features.schema import Schema, parse_schema
+from plexrec.features.schema import Schema, parse_schema
 
 
 def criteo_line(label: int = 0, dense: list[str] | None = None,

@@ -8,9 +8,9 @@ import torch
 from torchrec.datasets.utils import Batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from features.batching import BatchLoader, split_rows
-from features.cache import PreparedData
-from features.errors import ConfigError, DataError
+from plexrec.features.batching import BatchLoader, split_rows
+from plexrec.features.cache import PreparedData
+from plexrec.features.errors import ConfigError, DataError
 
 
 def test_random_split(criteo_cache: PreparedData) -> None:
@@ -114,7 +114,7 @@ def test_skip_resumes_exactly(criteo_cache: PreparedData) -> None:
 
 
 def test_empty_multi_hot_rows(tmp_path: Path) -> None:
-    from features.prepare import prepare
+    from plexrec.features.prepare import prepare
     from tests.features.helpers import csv_schema, write_lines
 
     path = write_lines(tmp_path / "d.csv", ["user,tags,x,y", "u1,,1,5", "u2,,2,3"])

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.cache import PreparedData
-from features.errors import DataError
-from features.schema import load_schema
+from plexrec.features.cache import PreparedData
+from plexrec.features.errors import DataError
+from plexrec.features.schema import load_schema
 from tests.conftest import CONFIGS
 
 

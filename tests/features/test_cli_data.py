@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli.main import main
-from features.cache import PreparedData
+from plexrec.cli.main import main
+from plexrec.features.cache import PreparedData
 from tests.conftest import CONFIGS, CRITEO_10K
 from tests.features.helpers import criteo_line, write_lines
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.encode import (
+from plexrec.features.encode import (
     as_strings,
     build_vocabulary,
     encode_categorical,
@@ -12,9 +12,9 @@ from features.encode import (
     encode_sparse,
     transform_dense,
 )
-from features.errors import SchemaError
-from features.hashing import hash_strings
-from features.schema import Feature
+from plexrec.features.errors import SchemaError
+from plexrec.features.hashing import hash_strings
+from plexrec.features.schema import Feature
 
 CAT = Feature(name="c", kind="categorical", min_count=1)
 HASHED = Feature(name="h", kind="categorical", hash_size=11)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from features.hashing import hash_id, hash_ids_np, hash_ids_torch
+from plexrec.features.hashing import hash_id, hash_ids_np, hash_ids_torch
 
 EDGE_IDS = [0, 1, -1, -5, 2**62, 2**63 - 1, -(2**63), 123456789]
 

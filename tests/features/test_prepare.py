@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.cache import PreparedData
-from features.errors import DataError
-from features.prepare import prepare
-from features.readers import read_chunks
-from features.schema import load_schema, parse_schema
+from plexrec.features.cache import PreparedData
+from plexrec.features.errors import DataError
+from plexrec.features.prepare import prepare
+from plexrec.features.readers import read_chunks
+from plexrec.features.schema import load_schema, parse_schema
 from tests.conftest import CONFIGS, CRITEO_10K
 from tests.features.helpers import criteo_line, csv_schema, small_criteo_schema, write_lines
 
@@ -55,7 +55,7 @@ def test_vocabulary_min_count_and_frequency_order(criteo_cache: PreparedData) ->
 
 
 def test_chunking_does_not_change_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("features.prepare._ChunkVocab._MIN_FOLD", 1)
+    monkeypatch.setattr("plexrec.features.prepare._ChunkVocab._MIN_FOLD", 1)
     schema = small_criteo_schema(min_count=2)
     lines = [criteo_line(label=i % 2, cats=[f"{(i * 7 + j) % (j + 3):x}" for j in range(26)])
              for i in range(50)]

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.errors import ConfigError, DataError, SchemaError
-from features.readers import ReadStats, read_chunks
-from features.schema import load_schema, parse_schema
+from plexrec.features.errors import ConfigError, DataError, SchemaError
+from plexrec.features.readers import ReadStats, read_chunks
+from plexrec.features.schema import load_schema, parse_schema
 from tests.conftest import CONFIGS, CRITEO_10K, ML_100K
 from tests.features.helpers import (
     criteo_line,

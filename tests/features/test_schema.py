@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from features.errors import SchemaError
-from features.schema import load_schema, parse_schema
+from plexrec.features.errors import SchemaError
+from plexrec.features.schema import load_schema, parse_schema
 from tests.conftest import CONFIGS
 
 BASE: dict[str, Any] = {

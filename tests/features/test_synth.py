@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from features.errors import ConfigError, DataError
-from features.schema import load_schema
-from features.synth import (
+from plexrec.features.errors import ConfigError, DataError
+from plexrec.features.schema import load_schema
+from plexrec.features.synth import (
     CRITEO_CARDINALITIES,
     INTERACTION_COLUMNS,
     CriteoBlock,

@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torchrec import KeyedJaggedTensor
 
-from models.layouts import LayoutConfig, SparseFeatureSpec, build_layout
+from plexrec.models.layouts import LayoutConfig, SparseFeatureSpec, build_layout
 
 CARDS = (5, 40, 300, 1000)
 DIM = 8

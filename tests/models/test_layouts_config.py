@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.errors import ConfigError
-from models.layouts import (
+from plexrec.features.errors import ConfigError
+from plexrec.models.layouts import (
     Budget,
     LayoutConfig,
     SparseFeatureSpec,

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torchrec import KeyedJaggedTensor
 
-from models.layouts import LayoutConfig, MixedDimLayout, SparseFeatureSpec, build_layout
-from models.layouts.mixed_dim import block_edges
+from plexrec.models.layouts import LayoutConfig, MixedDimLayout, SparseFeatureSpec, build_layout
+from plexrec.models.layouts.mixed_dim import block_edges
 
 CARDS = (3, 50, 1000, 5500)
 

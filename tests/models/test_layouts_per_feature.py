@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchrec import KeyedJaggedTensor
 
-from models.layouts import LayoutConfig, PerFeatureLayout, SparseFeatureSpec, build_layout
+from plexrec.models.layouts import LayoutConfig, PerFeatureLayout, SparseFeatureSpec, build_layout
 
 CARDS = (3, 50, 1000, 5500)
 
@@ -101,7 +101,7 @@ def test_meta_device_module() -> None:
 
 
 def test_rows_match_numpy_formula() -> None:
-    from models.layouts.base import salted_hash_np
+    from plexrec.models.layouts.base import salted_hash_np
 
     layout = build_layout(specs(), LayoutConfig(dim=8, budget=4000, seed=3))
     ids = np.arange(5500)

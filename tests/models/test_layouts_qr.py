@@ -6,9 +6,9 @@ import pytest
 import torch
 from torchrec import KeyedJaggedTensor
 
-from features.errors import ConfigError
-from models.layouts import LayoutConfig, QRLayout, SparseFeatureSpec, build_layout
-from models.layouts.qr import plan_feature, qr_rows
+from plexrec.features.errors import ConfigError
+from plexrec.models.layouts import LayoutConfig, QRLayout, SparseFeatureSpec, build_layout
+from plexrec.models.layouts.qr import plan_feature, qr_rows
 
 CARDS = (3, 50, 1000, 5500)
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torchrec import KeyedJaggedTensor
 
-from models.layouts import LayoutConfig, SparseFeatureSpec, UnifiedLayout, build_layout
+from plexrec.models.layouts import LayoutConfig, SparseFeatureSpec, UnifiedLayout, build_layout
 
 CARDS = (3, 50, 1000, 5500)
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ def test_torch_transform_matches_numpy_probe_rows() -> None:
 _CHILD = """
 import json, sys
 import numpy as np
-from models.layouts import LayoutConfig, SparseFeatureSpec, build_layout
+from plexrec.models.layouts import LayoutConfig, SparseFeatureSpec, build_layout
 from tests.models.test_layouts_unified import module_rows
 specs = [SparseFeatureSpec(f"c{i}", c) for i, c in enumerate((3, 50, 1000, 5500))]
 layout = build_layout(specs, LayoutConfig(kind="unified", dim=16, probes=2, rows=4093, seed=5))

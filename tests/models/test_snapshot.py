@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.errors import PlexrecError
-from models.snapshot import (
+from plexrec.features.errors import PlexrecError
+from plexrec.models.snapshot import (
     FORMAT,
     Snapshot,
     SnapshotError,

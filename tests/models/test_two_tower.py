@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 from torchrec import KeyedJaggedTensor
 
-from features.errors import ConfigError
-from models.layouts import LayoutConfig, SparseFeatureSpec, build_layout
-from models.two_tower import (
+from plexrec.features.errors import ConfigError
+from plexrec.models.layouts import LayoutConfig, SparseFeatureSpec, build_layout
+from plexrec.models.two_tower import (
     Tower,
     TwoTower,
     log_q_from_counts,

@@ -9,8 +9,8 @@ import time
 
 import redis
 
-from features.errors import PlexrecError
-from serving.redis_process import RedisProcess, free_port
+from plexrec.features.errors import PlexrecError
+from plexrec.serving.redis_process import RedisProcess, free_port
 
 SLOTS = 16384
 

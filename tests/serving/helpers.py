@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from models.snapshot import write_snapshot
+from plexrec.models.snapshot import write_snapshot
 
 
 def make_snapshot(root: Path, *, n_items: int = 3000, n_users: int = 500, width: int = 16,

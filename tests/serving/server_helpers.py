@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from models.snapshot import Snapshot, write_snapshot
-from serving.index import IndexConfig
-from serving.server import EmbeddingServer
-from serving.server_config import ServerConfig
+from plexrec.models.snapshot import Snapshot, write_snapshot
+from plexrec.serving.index import IndexConfig
+from plexrec.serving.server import EmbeddingServer
+from plexrec.serving.server_config import ServerConfig
 
 
 def make_snapshot(root: Path, *, users: int = 50, items: int = 300, width: int = 8,

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import redis
 
-from models.snapshot import Snapshot
-from serving import publish as pub
-from serving import redis_keys as rk
-from serving.server import serve_forever
-from serving.vector_store import VectorStore, connect_async
+from plexrec.models.snapshot import Snapshot
+from plexrec.serving import publish as pub
+from plexrec.serving import redis_keys as rk
+from plexrec.serving.server import serve_forever
+from plexrec.serving.vector_store import VectorStore, connect_async
 from tests.serving.server_helpers import config, make_snapshot
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from serving.index import ExactIndex, FaissIndex, IndexConfig, build_index, top_k_exact
+from plexrec.serving.index import ExactIndex, FaissIndex, IndexConfig, build_index, top_k_exact
 
 
 def clustered(n: int, width: int, seed: int, clusters: int = 1000) -> np.ndarray:

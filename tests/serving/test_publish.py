@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import redis
 
-from cli.main import main as cli_main
-from features.errors import ConfigError, PlexrecError
-from models.snapshot import Snapshot, SnapshotError
-from serving import redis_keys as rk
-from serving.publish import pack_hset, publish
-from serving.redis_process import free_port
+from plexrec.cli.main import main as cli_main
+from plexrec.features.errors import ConfigError, PlexrecError
+from plexrec.models.snapshot import Snapshot, SnapshotError
+from plexrec.serving import redis_keys as rk
+from plexrec.serving.publish import pack_hset, publish
+from plexrec.serving.redis_process import free_port
 from tests.serving.helpers import dump_state, make_snapshot
 
 

@@ -10,9 +10,9 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from models.snapshot import Snapshot
-from serving import redis_keys as rk
-from serving.publish import connect, publish
+from plexrec.models.snapshot import Snapshot
+from plexrec.serving import redis_keys as rk
+from plexrec.serving.publish import connect, publish
 from tests.serving.cluster import LocalCluster
 from tests.serving.helpers import dump_state, make_snapshot
 from tests.serving.test_publish import read_back

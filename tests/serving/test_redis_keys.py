@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from redis.crc import key_slot
 
-from features.errors import ConfigError
-from features.hashing import partition_of
-from serving import redis_keys as rk
+from plexrec.features.errors import ConfigError
+from plexrec.features.hashing import partition_of
+from plexrec.serving import redis_keys as rk
 
 
 def test_exact_key_names() -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from features.errors import ConfigError
-from serving.client import EmbeddingClient
-from serving.server_config import load_server_config
+from plexrec.features.errors import ConfigError
+from plexrec.serving.client import EmbeddingClient
+from plexrec.serving.server_config import load_server_config
 from tests.serving.server_helpers import make_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ def test_serve_announces_port_and_stops_on_sigterm(tmp_path: Path) -> None:
     snap = make_snapshot(tmp_path / "snaps", seed=50)
     cfg = tmp_path / "server.toml"
     cfg.write_text('[server]\nmax_k = 7\n\n[server.index]\nexact_threshold = 100000\n')
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--snapshot",
+    proc = subprocess.Popen([sys.executable, "-m", "plexrec.cli.main", "serve", "--snapshot",
                              str(tmp_path / "snaps"), "--port", "0", "--config", str(cfg)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

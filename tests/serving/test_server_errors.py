@@ -14,8 +14,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from proto.plexrec.v1 import plexrec_pb2 as pb
-from serving.client import EmbeddingClient, ServingError
+from plexrec.proto.plexrec.v1 import plexrec_pb2 as pb
+from plexrec.serving.client import EmbeddingClient, ServingError
 from tests.serving.server_helpers import ServerThread, config, make_snapshot
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -77,7 +77,7 @@ def test_health_and_reflection(server) -> None:
 
 
 def _plexrec(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "plexrec.cli.main", *args], capture_output=True,
                           text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
 
 

@@ -19,9 +19,9 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from proto.plexrec.v1 import plexrec_pb2 as pb
-from serving.client import EmbeddingClient, ServingError, decode_embeddings
-from serving.server import SERVICE_NAME, EmbeddingServer
+from plexrec.proto.plexrec.v1 import plexrec_pb2 as pb
+from plexrec.serving.client import EmbeddingClient, ServingError, decode_embeddings
+from plexrec.serving.server import SERVICE_NAME, EmbeddingServer
 from tests.serving.server_helpers import ServerThread, config, exact_top_k, make_snapshot
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

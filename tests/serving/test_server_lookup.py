@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from serving import redis_keys as rk
-from serving.client import EmbeddingClient
-from serving.publish import publish
-from serving.vector_store import VectorStore, cache_key, connect_async
-from serving.versions import load_version
+from plexrec.serving import redis_keys as rk
+from plexrec.serving.client import EmbeddingClient
+from plexrec.serving.publish import publish
+from plexrec.serving.vector_store import VectorStore, cache_key, connect_async
+from plexrec.serving.versions import load_version
 from tests.serving.server_helpers import ServerThread, config, make_snapshot
 
 

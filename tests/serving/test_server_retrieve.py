@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from features.hashing import hash_strings
-from serving.client import EmbeddingClient, ServingError
-from serving.index import IndexConfig
+from plexrec.features.hashing import hash_strings
+from plexrec.serving.client import EmbeddingClient, ServingError
+from plexrec.serving.index import IndexConfig
 from tests.serving.server_helpers import ServerThread, config, exact_top_k, make_snapshot
 
 WIDTH = 8
@@ -44,7 +44,7 @@ def test_faiss_path_recall_at_least_095(tmp_path: Path) -> None:
     centers = rng.normal(size=(200, 32))
     items = centers[rng.integers(0, 200, 8000)] + 0.5 * rng.normal(size=(8000, 32))
     users = centers[rng.integers(0, 200, 60)] + 0.5 * rng.normal(size=(60, 32))
-    from models.snapshot import Snapshot, write_snapshot
+    from plexrec.models.snapshot import Snapshot, write_snapshot
 
     snap = Snapshot.open(write_snapshot(tmp_path, users=(np.arange(60), users),
                                         items=(np.arange(8000) + 10_000, items), run_id="f"))

@@ -12,12 +12,12 @@ import grpc
 import numpy as np
 import pytest
 
-from models.snapshot import Snapshot
-from proto.plexrec.v1 import plexrec_pb2 as pb
-from proto.plexrec.v1 import plexrec_pb2_grpc as pb_grpc
-from serving.client import EmbeddingClient, ServingError, decode_embeddings
-from serving.publish import publish
-from serving.redis_process import RedisProcess
+from plexrec.models.snapshot import Snapshot
+from plexrec.proto.plexrec.v1 import plexrec_pb2 as pb
+from plexrec.proto.plexrec.v1 import plexrec_pb2_grpc as pb_grpc
+from plexrec.serving.client import EmbeddingClient, ServingError, decode_embeddings
+from plexrec.serving.publish import publish
+from plexrec.serving.redis_process import RedisProcess
 from tests.serving.server_helpers import ServerThread, config, exact_top_k, make_snapshot
 
 

@@ -11,16 +11,16 @@ import numpy as np
 import redis
 from redis.connection import Connection
 
-from features.hashing import partition_of_one
-from serving import redis_keys as rk
-from serving.publish import publish
-from serving.vector_store import (
+from plexrec.features.hashing import partition_of_one
+from plexrec.serving import redis_keys as rk
+from plexrec.serving.publish import publish
+from plexrec.serving.vector_store import (
     VectorStore,
     connect_async,
     pack_hmget,
     partition_keys,
 )
-from serving.versions import load_version
+from plexrec.serving.versions import load_version
 from tests.serving.server_helpers import config, make_snapshot
 
 

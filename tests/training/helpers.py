@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 
 def train_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli.main", "train", "--quiet", *args]
+    return [sys.executable, "-m", "plexrec.cli.main", "train", "--quiet", *args]
 
 
 def train_env(mlflow_uri: str | None = None) -> dict[str, str]:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from training.metrics import BinaryEvaluator, gather_1d
+from plexrec.training.metrics import BinaryEvaluator, gather_1d
 
 
 def free_port() -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from features.cache import PreparedData
-from features.prepare import prepare
-from features.schema import load_schema
+from plexrec.features.cache import PreparedData
+from plexrec.features.prepare import prepare
+from plexrec.features.schema import load_schema
 from tests.conftest import CONFIGS, ML_100K
 
 

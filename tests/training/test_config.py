@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from features.errors import ConfigError
+from plexrec.features.errors import ConfigError
+from plexrec.training.config import load_config, parse_config
+from plexrec.training.trainer import lr_factor
 from tests.conftest import CONFIGS
-from training.config import load_config, parse_config
-from training.trainer import lr_factor
 
 
 @pytest.mark.parametrize("name", ["criteo_dlrm.toml", "criteo_dcn.toml", "synthetic_dlrm.toml"])
@@ -79,14 +79,14 @@ def test_learning_rate_warms_up_then_decays() -> None:
     ("optim.min_lr_ratio=2.0", "min_lr_ratio"),
 ])
 def test_out_of_range_values_are_rejected_before_training(override: str, needle: str) -> None:
-    from training.config import check_values
+    from plexrec.training.config import check_values
 
     with pytest.raises(ConfigError, match=needle):
         check_values(load_config(CONFIGS / "criteo_dlrm.toml", [override]))
 
 
 def test_data_paths_with_quotes_survive_the_override(tmp_path: Path) -> None:
-    from training.launch import LaunchOptions, load_run_config
+    from plexrec.training.launch import LaunchOptions, load_run_config
 
     odd = str(tmp_path / 'a"b\\c.txt')
     opts = LaunchOptions(config=CONFIGS / "criteo_dlrm.toml", data=odd)

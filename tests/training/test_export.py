@@ -5,25 +5,25 @@ import numpy as np
 import pytest
 import torch
 
-from cli.main import main as plexrec
-from models.layouts import LayoutConfig
-from models.snapshot import Snapshot
-from tests.conftest import CONFIGS, ML_100K
-from tests.training.retrieval_helpers import prepared_movielens
-from training.export import (
+from plexrec.cli.main import main as plexrec
+from plexrec.models.layouts import LayoutConfig
+from plexrec.models.snapshot import Snapshot
+from plexrec.training.export import (
     CONTRACT_FILE,
     TOWER_FILE,
     export_snapshot,
     external_ids,
     padded_inputs,
 )
-from training.retrieval_task import (
+from plexrec.training.retrieval_task import (
     RetrievalConfig,
     build_two_tower,
     entity_rows,
     make_split,
     train_two_tower,
 )
+from tests.conftest import CONFIGS, ML_100K
+from tests.training.retrieval_helpers import prepared_movielens
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_train_then_export_by_mlflow_run_id(mlflow_uri, tmp_path, capsys):
 def test_serving_user_tower_reproduces_the_snapshot_vector(exported):
     """The contract as the serving tier reads it (serving.user_encoder), from raw request values
     keyed by feature name."""
-    from serving.user_encoder import UserTower
+    from plexrec.serving.user_encoder import UserTower
 
     _, result = exported
     snap = Snapshot.open(result.snapshot)

@@ -10,8 +10,8 @@ import torch
 import torch.multiprocessing as mp
 from sklearn.metrics import log_loss, roc_auc_score
 
+from plexrec.training.metrics import BinaryEvaluator, binary_metrics
 from tests.training.rank_worker import free_port, gather_worker
-from training.metrics import BinaryEvaluator, binary_metrics
 
 
 def _arrays(n: int = 2000, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:

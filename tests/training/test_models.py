@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from features.batching import BatchLoader
-from features.cache import PreparedData
-from features.errors import ConfigError
-from features.prepare import prepare
-from features.schema import load_schema
-from features.synth import write_criteo
-from models.layouts import LayoutConfig, build_layout, specs_from_prepared
-from models.ranking import build_ranking_model
+from plexrec.features.batching import BatchLoader
+from plexrec.features.cache import PreparedData
+from plexrec.features.errors import ConfigError
+from plexrec.features.prepare import prepare
+from plexrec.features.schema import load_schema
+from plexrec.features.synth import write_criteo
+from plexrec.models.layouts import LayoutConfig, build_layout, specs_from_prepared
+from plexrec.models.ranking import build_ranking_model
+from plexrec.training.config import ModelConfig
 from tests.conftest import CONFIGS
-from training.config import ModelConfig
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +57,11 @@ def test_unknown_ranking_model_is_a_config_error(synth: tuple[Path, Path]) -> No
 
 def test_single_process_run_keeps_last_checkpoints(synth: tuple[Path, Path],
                                                    tmp_path: Path) -> None:
-    from training.checkpoint import list_checkpoints, load_unsharded
-    from training.config import parse_config
-    from training.launch import LaunchOptions, run_train
-    from training.tasks import CtrTask
-    from training.trainer import RunSpec
+    from plexrec.training.checkpoint import list_checkpoints, load_unsharded
+    from plexrec.training.config import parse_config
+    from plexrec.training.launch import LaunchOptions, run_train
+    from plexrec.training.tasks import CtrTask
+    from plexrec.training.trainer import RunSpec
 
     run_dir = tmp_path / "run"
     result = run_train(LaunchOptions(

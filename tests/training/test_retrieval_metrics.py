@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.retrieval_metrics import (
+from plexrec.training.retrieval_metrics import (
     evaluate_topk,
     leave_last_out,
     ndcg_at_k,

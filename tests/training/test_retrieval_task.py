@@ -2,14 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from features.errors import ConfigError
-from models.layouts import LayoutConfig
-from tests.conftest import CONFIGS
-from tests.training.retrieval_helpers import prepared_movielens
-from training.baselines import MFConfig, mf_scorer, popularity_scorer, train_mf
-from training.config import load_config
-from training.retrieval_metrics import evaluate_topk, seen_before_test
-from training.retrieval_task import (
+from plexrec.features.errors import ConfigError
+from plexrec.models.layouts import LayoutConfig
+from plexrec.training.baselines import MFConfig, mf_scorer, popularity_scorer, train_mf
+from plexrec.training.config import load_config
+from plexrec.training.retrieval_metrics import evaluate_topk, seen_before_test
+from plexrec.training.retrieval_task import (
     InBatchEvaluator,
     RetrievalConfig,
     RetrievalTask,
@@ -22,6 +20,8 @@ from training.retrieval_task import (
     retrieval_config,
     train_two_tower,
 )
+from tests.conftest import CONFIGS
+from tests.training.retrieval_helpers import prepared_movielens
 
 
 @pytest.fixture(scope="module")

@@ -69,8 +69,8 @@ def test_two_process_run_learns_and_logs_to_mlflow(tmp_path: Path, mlflow_uri: s
     assert len(versions) == 1 and versions[0].run_id == result["run_id"]
     mlflow.set_tracking_uri(mlflow_uri)
     model = mlflow.pytorch.load_model(f"models:/test-criteo-dlrm/{versions[0].version}")
-    from features.batching import BatchLoader
-    from features.cache import PreparedData
+    from plexrec.features.batching import BatchLoader
+    from plexrec.features.cache import PreparedData
 
     batch = next(iter(BatchLoader(PreparedData.open(tmp_path / "prepared"), None, 8)))
     logits = model(batch.dense_features, batch.sparse_features)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
-from features.errors import ConfigError
+from plexrec.cli.main import main
+from plexrec.features.errors import ConfigError
+from plexrec.training.launch import LaunchOptions, run_train
 from tests.conftest import CONFIGS, CRITEO_10K
-from training.launch import LaunchOptions, run_train
 
 
 def _options(tmp_path: Path, *overrides: str) -> LaunchOptions:

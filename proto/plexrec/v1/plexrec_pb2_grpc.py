@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from proto.plexrec.v1 import plexrec_pb2 as proto_dot_plexrec_dot_v1_dot_plexrec__pb2
+from plexrec.proto.plexrec.v1 import plexrec_pb2 as plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in proto/plexrec/v1/plexrec_pb2_grpc.py depends on'
+        + ' but the generated code in plexrec/proto/plexrec/v1/plexrec_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,18 +36,18 @@ class EmbeddingServiceStub:
         """
         self.GetEmbeddings = channel.unary_unary(
                 '/plexrec.v1.EmbeddingService/GetEmbeddings',
-                request_serializer=proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetEmbeddingsRequest.SerializeToString,
-                response_deserializer=proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetEmbeddingsResponse.FromString,
+                request_serializer=plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetEmbeddingsRequest.SerializeToString,
+                response_deserializer=plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetEmbeddingsResponse.FromString,
                 _registered_method=True)
         self.Retrieve = channel.unary_unary(
                 '/plexrec.v1.EmbeddingService/Retrieve',
-                request_serializer=proto_dot_plexrec_dot_v1_dot_plexrec__pb2.RetrieveRequest.SerializeToString,
-                response_deserializer=proto_dot_plexrec_dot_v1_dot_plexrec__pb2.RetrieveResponse.FromString,
+                request_serializer=plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.RetrieveRequest.SerializeToString,
+                response_deserializer=plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.RetrieveResponse.FromString,
                 _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/plexrec.v1.EmbeddingService/GetModelInfo',
-                request_serializer=proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetModelInfoRequest.SerializeToString,
-                response_deserializer=proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetModelInfoResponse.FromString,
+                request_serializer=plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetModelInfoRequest.SerializeToString,
+                response_deserializer=plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetModelInfoResponse.FromString,
                 _registered_method=True)
 
 
@@ -80,18 +80,18 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetEmbeddings': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEmbeddings,
-                    request_deserializer=proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetEmbeddingsRequest.FromString,
-                    response_serializer=proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetEmbeddingsResponse.SerializeToString,
+                    request_deserializer=plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetEmbeddingsRequest.FromString,
+                    response_serializer=plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetEmbeddingsResponse.SerializeToString,
             ),
             'Retrieve': grpc.unary_unary_rpc_method_handler(
                     servicer.Retrieve,
-                    request_deserializer=proto_dot_plexrec_dot_v1_dot_plexrec__pb2.RetrieveRequest.FromString,
-                    response_serializer=proto_dot_plexrec_dot_v1_dot_plexrec__pb2.RetrieveResponse.SerializeToString,
+                    request_deserializer=plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.RetrieveRequest.FromString,
+                    response_serializer=plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.RetrieveResponse.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
-                    request_deserializer=proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetModelInfoRequest.FromString,
-                    response_serializer=proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetModelInfoResponse.SerializeToString,
+                    request_deserializer=plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetModelInfoRequest.FromString,
+                    response_serializer=plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetModelInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -119,8 +119,8 @@ class EmbeddingService:
             request,
             target,
             '/plexrec.v1.EmbeddingService/GetEmbeddings',
-            proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetEmbeddingsRequest.SerializeToString,
-            proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetEmbeddingsResponse.FromString,
+            plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetEmbeddingsRequest.SerializeToString,
+            plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetEmbeddingsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -146,8 +146,8 @@ class EmbeddingService:
             request,
             target,
             '/plexrec.v1.EmbeddingService/Retrieve',
-            proto_dot_plexrec_dot_v1_dot_plexrec__pb2.RetrieveRequest.SerializeToString,
-            proto_dot_plexrec_dot_v1_dot_plexrec__pb2.RetrieveResponse.FromString,
+            plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.RetrieveRequest.SerializeToString,
+            plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.RetrieveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -173,8 +173,8 @@ class EmbeddingService:
             request,
             target,
             '/plexrec.v1.EmbeddingService/GetModelInfo',
-            proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetModelInfoRequest.SerializeToString,
-            proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetModelInfoResponse.FromString,
+            plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetModelInfoRequest.SerializeToString,
+            plexrec_dot_proto_dot_plexrec_dot_v1_dot_plexrec__pb2.GetModelInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,
