@@ -6,18 +6,43 @@ import argparse
 import importlib
 import sys
 
+from plexrec import __version__
 from plexrec.features.errors import PlexrecError
 from plexrec.features.logs import configure_logging
 
 # Each module defines register(subparsers), adding parsers whose `func(args) -> int` runs them.
-COMMAND_MODULES = ("plexrec.cli.data", "plexrec.cli.train", "plexrec.cli.export", "plexrec.cli.publish", "plexrec.cli.serve",
-                   "plexrec.cli.query", "plexrec.cli.demo")
+COMMAND_MODULES = ("plexrec.cli.data", "plexrec.cli.train", "plexrec.cli.export",
+                   "plexrec.cli.publish", "plexrec.cli.serve", "plexrec.cli.query",
+                   "plexrec.cli.demo")
+
+
+class _DefaultsFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends `(default: X)` to every flag's help that has a meaningful default, so no command
+    module repeats its defaults in prose."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        empty = default is None or default is False or default is argparse.SUPPRESS or (
+            isinstance(default, str | list) and not default)
+        if not action.option_strings or empty or "%(default)" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every parser and sub-parser of the command formats its help the same way."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="plexrec",
         description="Recommender embedding tables: prepare data, train, export, publish, serve.")
+    parser.add_argument("--version", action="version", version=f"plexrec {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
