@@ -149,3 +149,17 @@ def test_every_import_uses_the_namespace() -> None:
                 if name.split(".")[0] in PACKAGES:
                     bare.append(f"{path.relative_to(REPO)}:{line}: {name}")
     assert bare == []
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject.toml lists the packages explicitly (their folders are mapped): a new sub-package
+    missing there would work from a checkout and be absent from a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {"plexrec"}
+    for pkg in PACKAGES:
+        for init in (REPO / pkg).rglob("__init__.py"):
+            found.add("plexrec." + ".".join(init.parent.relative_to(REPO).parts))
+    assert found == listed
