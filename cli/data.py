@@ -7,10 +7,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from plexrec.features.errors import ConfigError
 from plexrec.features.prepare import DEFAULT_CHUNK_ROWS
+from plexrec.features.synth import SynthStats
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -39,19 +42,49 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _synth(args: argparse.Namespace) -> int:
-    from plexrec.features import synth
+@dataclass(frozen=True)
+class _SynthKind:
+    """A generator `plexrec data synth --kind` offers; `out` is where the shipped configs look."""
 
-    if args.rows < 1:
-        raise ConfigError(f"--rows must be >= 1, got {args.rows}")
-    out = Path(args.out)
-    if args.kind == "criteo":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stats = synth.write_criteo(out, args.rows, args.seed, progress=not args.quiet)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        stats = synth.write_interactions(out, args.rows, args.seed, progress=not args.quiet)
-    print(f"wrote {args.rows:,} synthetic {args.kind} rows to {out}", file=sys.stderr)
+    write: Callable[[Path, int, int, bool], SynthStats]
+    out: str
+    rows: int
+    what: str
+
+
+def _criteo(out: Path, rows: int, seed: int, progress: bool) -> SynthStats:
+    from plexrec.features.synth import write_criteo
+    return write_criteo(out, rows, seed, progress=progress)
+
+
+def _interactions(out: Path, rows: int, seed: int, progress: bool) -> SynthStats:
+    from plexrec.features.synth import write_interactions
+    return write_interactions(out, rows, seed, progress=progress)
+
+
+def _movielens(out: Path, rows: int, seed: int, progress: bool) -> SynthStats:
+    from plexrec.features.synth_movielens import write_movielens
+    return write_movielens(out, seed, ratings=rows, progress=progress)
+
+
+SYNTH_KINDS: dict[str, _SynthKind] = {
+    "criteo": _SynthKind(_criteo, "data/synth_criteo.tsv", 1_000_000,
+                         "Criteo Kaggle TSV, Zipf ids, planted click model"),
+    "interactions": _SynthKind(_interactions, "data/synth_interactions", 200_000,
+                               "user-item interaction CSV plus user and item catalogues"),
+    "movielens": _SynthKind(_movielens, "data/synth_ml-100k", 100_000,
+                            "a MovieLens-100K folder (u.data, u.user, u.item, ...)"),
+}
+
+
+def _synth(args: argparse.Namespace) -> int:
+    kind = SYNTH_KINDS[args.kind]
+    rows = kind.rows if args.rows is None else args.rows
+    if rows < 1:
+        raise ConfigError(f"--rows must be >= 1, got {rows}")
+    out = Path(args.out or kind.out)
+    stats = kind.write(out, rows, args.seed, not args.quiet)
+    print(f"wrote {stats.rows:,} synthetic {args.kind} rows to {out}", file=sys.stderr)
     print(json.dumps({"out": str(out), "seed": args.seed, **stats.as_dict()}))
     return 0
 
@@ -72,10 +105,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_prepare)
 
-    s = cmds.add_parser("synth", help="write synthetic data")
-    s.add_argument("--kind", choices=("criteo", "interactions"), required=True)
-    s.add_argument("--rows", type=int, required=True)
-    s.add_argument("--out", required=True, help="a file (criteo) or a directory (interactions)")
-    s.add_argument("--seed", type=int, default=0)
+    kinds = "; ".join(f"{name}: {k.what} (default --out {k.out}, --rows {k.rows:,})"
+                      for name, k in SYNTH_KINDS.items())
+    s = cmds.add_parser("synth", help="write synthetic data with a planted, learnable signal")
+    s.add_argument("--kind", choices=tuple(SYNTH_KINDS), required=True, help=kinds)
+    s.add_argument("--rows", type=int, default=None,
+                   help="rows (ratings for movielens); default: per kind, see --kind")
+    s.add_argument("--out", default=None,
+                   help="file (criteo) or folder (interactions, movielens); default: where the "
+                   "shipped configs/synthetic_*.toml look")
+    s.add_argument("--seed", type=int, default=0, help="the output depends only on kind, rows "
+                   "and seed")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=_synth)

@@ -376,12 +376,14 @@ def format_criteo(block: CriteoBlock) -> bytes:
 
 
 def write_criteo(path: str | Path, rows: int, seed: int = 0, chunk_rows: int = 200_000,
-                 progress: bool = True) -> SynthStats:
+                 progress: bool = True, label_rate: float = CRITEO_LABEL_RATE) -> SynthStats:
     """Writes `rows` synthetic Criteo Kaggle rows (no header, 40 tab-separated fields) to `path`;
-    the file depends only on (rows, seed)."""
+    the file depends only on (rows, seed, label_rate)."""
     _check_counts(rows, chunk_rows)
+    if not 0.0 < label_rate < 1.0:
+        raise ConfigError(f"label_rate must be in (0, 1), got {label_rate}")
     path = Path(path)
-    gen = CriteoGenerator(seed)
+    gen = CriteoGenerator(seed, label_rate)
     prog = _Progress("criteo", rows, progress)
 
     def chunk(start: int, n: int) -> tuple[bytes, int]:

@@ -1,22 +1,76 @@
-"""Shared fixtures: a private redis-server on a free port, a temporary MLflow store, and the paths
-of the real data samples in ../shared/data."""
+"""Shared fixtures: a private redis-server on a free port, a temporary MLflow store, and the
+sample inputs.
+
+`criteo_10k` and `ml_100k` are a Criteo Kaggle TSV of 10,000 rows and a MovieLens-100K folder.
+Every test that takes one runs on a look-alike written by the project's own generator (so a fresh
+clone has it) and, in addition, on the real sample when the data folder is present: the folder
+named by `PLEXREC_DATA`, else `../shared/data` beside the repository (CI has it)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
 
+from plexrec.features.synth import write_criteo
+from plexrec.features.synth_movielens import write_movielens
 from plexrec.serving.redis_process import RedisProcess
 
+T = TypeVar("T")
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-CRITEO_10K = SHARED_DATA / "criteo-kaggle-10k" / "train.txt"
-ML_100K = SHARED_DATA / "ml-100k"
 CONFIGS = REPO / "configs"
+DATA_DIR = Path(os.environ.get("PLEXREC_DATA", REPO.parent / "shared" / "data"))
+REAL_CRITEO_10K = DATA_DIR / "criteo-kaggle-10k" / "train.txt"
+REAL_ML_100K = DATA_DIR / "ml-100k"
+CRITEO_SAMPLE_ROWS = 10_000
+CRITEO_SAMPLE_LABEL_RATE = 0.218
+
+
+def _sources(real: Path) -> list[str]:
+    return ["synthetic", "real"] if real.exists() else ["synthetic"]
+
+
+def is_real(path: Path) -> bool:
+    """Whether a sample fixture's path is the real sample (not the look-alike)."""
+    return Path(path) in (REAL_CRITEO_10K, REAL_ML_100K)
+
+
+def criteo_label_rate(path: Path) -> float:
+    """The fraction of clicks in a Criteo TSV, read off its first column."""
+    with open(path, "rb") as f:
+        labels = [line[:1] == b"1" for line in f]
+    return sum(labels) / len(labels)
+
+
+def per_input(path: Path, *, real: T, synthetic: T) -> T:
+    """A value that depends on the sample, e.g. an AUC floor measured on each input."""
+    return real if is_real(path) else synthetic
+
+
+@pytest.fixture(scope="session", params=_sources(REAL_CRITEO_10K))
+def criteo_10k(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Criteo sample: 10,000 Kaggle TSV rows (label, I1-I13, C1-C26)."""
+    if request.param == "real":
+        return REAL_CRITEO_10K
+    path = tmp_path_factory.mktemp("criteo-look-alike") / "train.txt"
+    write_criteo(path, CRITEO_SAMPLE_ROWS, seed=0, label_rate=CRITEO_SAMPLE_LABEL_RATE,
+                 progress=False)
+    return path
+
+
+@pytest.fixture(scope="session", params=_sources(REAL_ML_100K))
+def ml_100k(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The MovieLens-100K folder (u.data, u.user, u.item, u.genre, u.occupation)."""
+    if request.param == "real":
+        return REAL_ML_100K
+    path = tmp_path_factory.mktemp("ml-100k-look-alike") / "ml-100k"
+    write_movielens(path, seed=0, progress=False)
+    return path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -10,22 +10,23 @@ import pytest
 
 from plexrec.cli.main import main
 from plexrec.features.cache import PreparedData
-from tests.conftest import CONFIGS, CRITEO_10K
+from tests.conftest import CONFIGS, criteo_label_rate
 from tests.features.helpers import criteo_line, write_lines
 
 
-def test_prepare_prints_summary_and_reuses(tmp_path: Path,
+def test_prepare_prints_summary_and_reuses(tmp_path: Path, criteo_10k: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
+    rate = criteo_label_rate(criteo_10k)
     argv = ["data", "prepare", "--schema", str(CONFIGS / "criteo.toml"), "--input",
-            str(CRITEO_10K), "--out", str(tmp_path / "c"), "--quiet"]
+            str(criteo_10k), "--out", str(tmp_path / "c"), "--quiet"]
     assert main(argv) == 0
     captured = capsys.readouterr()
     err = captured.err
     assert "built in" in err and "rows: 10,000" in err and "skipped rows: 0" in err
-    assert "label rate: 0.2182" in err and "C1 " in err and "cardinality" in err
+    assert f"label rate: {rate:.4f}" in err and "C1 " in err and "cardinality" in err
     result = json.loads(captured.out.strip().splitlines()[-1])
     assert result["rows"] == 10_000 and result["reused"] is False
-    assert result["label_rate"] == pytest.approx(0.2182) and len(result["cardinality"]) == 26
+    assert result["label_rate"] == pytest.approx(rate) and len(result["cardinality"]) == 26
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "reused existing cache" in captured.err
@@ -75,3 +76,14 @@ def test_synth_interactions_dir(tmp_path: Path) -> None:
     assert main(["data", "synth", "--kind", "interactions", "--rows", "500", "--out", str(out),
                  "--quiet"]) == 0
     assert (out / "interactions.csv").read_text().count("\n") == 501
+
+
+def test_synth_movielens_defaults_to_where_configs_look(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "synth", "--kind", "movielens", "--rows", "20000", "--quiet"]) == 0
+    out = tmp_path / "data" / "synth_ml-100k"
+    assert (out / "u.data").read_text().count("\n") == 20_000
+    assert main(["data", "prepare", "--schema", str(CONFIGS / "movielens.toml"), "--input",
+                 str(out), "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    assert PreparedData.open(tmp_path / "c").num_rows == 20_000

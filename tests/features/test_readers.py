@@ -10,7 +10,7 @@ import pytest
 from plexrec.features.errors import ConfigError, DataError, SchemaError
 from plexrec.features.readers import ReadStats, read_chunks
 from plexrec.features.schema import load_schema, parse_schema
-from tests.conftest import CONFIGS, CRITEO_10K, ML_100K
+from tests.conftest import CONFIGS
 from tests.features.helpers import (
     criteo_line,
     csv_schema,
@@ -19,10 +19,10 @@ from tests.features.helpers import (
 )
 
 
-def test_criteo_10k_rows_label_rate_and_chunks() -> None:
+def test_criteo_10k_rows_label_rate_and_chunks(criteo_10k: Path) -> None:
     schema = load_schema(CONFIGS / "criteo.toml")
     stats = ReadStats()
-    chunks = list(read_chunks(schema, CRITEO_10K, 2500, stats=stats))
+    chunks = list(read_chunks(schema, criteo_10k, 2500, stats=stats))
     assert all(len(c) <= 2500 for c in chunks) and len(chunks) >= 4
     df = pd.concat(chunks, ignore_index=True)
     assert len(df) == 10_000 == stats.rows and stats.skipped == 0
@@ -31,7 +31,7 @@ def test_criteo_10k_rows_label_rate_and_chunks() -> None:
     assert df["C22"].isna().mean() == pytest.approx(0.82, abs=0.01)
     lines = df["_line"].to_numpy()
     np.testing.assert_array_equal(lines, np.arange(1, 10_001))
-    first = CRITEO_10K.open().readline().rstrip("\n").split("\t")
+    first = criteo_10k.open().readline().rstrip("\n").split("\t")
     assert df.loc[0, "C1"] == first[14] and df.loc[0, "I5"] == float(first[5])
 
 
@@ -85,26 +85,40 @@ def test_schema_naming_missing_column(tmp_path: Path) -> None:
     assert "x.toml" in str(exc.value) and str(path) in str(exc.value)
 
 
-def test_movielens_join_and_derived_columns() -> None:
+def _side_line(path: Path, key: str) -> list[str]:
+    for line in path.read_text(encoding="latin-1").splitlines():
+        if line.split("|", 1)[0] == key:
+            return line.split("|")
+    raise AssertionError(f"{key} not in {path}")
+
+
+def test_movielens_join_and_derived_columns(ml_100k: Path) -> None:
     schema = load_schema(CONFIGS / "movielens.toml")
-    df = pd.concat(read_chunks(schema, ML_100K, 30_000), ignore_index=True)
+    df = pd.concat(read_chunks(schema, ml_100k, 30_000), ignore_index=True)
     assert len(df) == 100_000
     assert (df["rating"] >= 4).mean() == pytest.approx(0.554, abs=0.001)
-    toy = df[df["item_id"] == "1"].iloc[0]
-    assert toy["genres"] == "Animation|Children's|Comedy"
-    assert toy["release_year"] == "1995"
+    genres = [line.split("|")[0] for line in (ml_100k / "u.genre").read_text().split()]
+    item = _side_line(ml_100k / "u.item", "1")
+    one = df[df["item_id"] == "1"].iloc[0]
+    assert one["genres"] == "|".join(g for g, f in zip(genres, item[5:], strict=True) if f == "1")
+    assert one["release_year"] == item[2][-4:]
     first = df.iloc[0]
-    assert (first["user_id"], first["item_id"], first["timestamp"]) == ("196", "242", 881250949)
-    assert (first["gender"], first["occupation"], first["zip3"]) == ("M", "writer", "551")
-    assert first["age"] == 49 and first["age_bucket"] == "45"
+    user, movie, _, stamp = (ml_100k / "u.data").open().readline().split()
+    assert (first["user_id"], first["item_id"], first["timestamp"]) == (user, movie, int(stamp))
+    _, age, gender, occupation, zip_code = _side_line(ml_100k / "u.user", user)
+    assert (first["gender"], first["occupation"], first["zip3"]) == (gender, occupation,
+                                                                    zip_code[:3])
+    assert first["age"] == int(age)
+    edges = [(1, "1"), (18, "18"), (25, "25"), (35, "35"), (45, "45"), (50, "50"), (56, "56")]
+    assert first["age_bucket"] == [label for low, label in edges if int(age) >= low][-1]
 
 
-def test_movielens_latin1_titles_and_bad_dir(tmp_path: Path) -> None:
+def test_movielens_latin1_titles_and_bad_dir(tmp_path: Path, ml_100k: Path) -> None:
     raw = {"dataset": {"name": "m", "format": "movielens"},
            "label": {"column": "rating", "kind": "threshold", "threshold": 4},
            "features": [{"name": "title", "kind": "categorical", "min_count": 1}]}
     schema = parse_schema(raw)
-    titles = set(pd.concat(read_chunks(schema, ML_100K, 100_000))["title"])
+    titles = set(pd.concat(read_chunks(schema, ml_100k, 100_000))["title"])
     assert any("é" in t for t in titles)
     with pytest.raises(DataError, match="u.data is missing"):
         list(read_chunks(schema, tmp_path, 10))
@@ -149,21 +163,22 @@ def test_parquet_input(tmp_path: Path) -> None:
         list(read_chunks(parse_schema(raw), tmp_path, 2))
 
 
-def test_movielens_non_numeric_dense_and_bad_policy() -> None:
+def test_movielens_non_numeric_dense_and_bad_policy(ml_100k: Path) -> None:
     raw = {"dataset": {"name": "m", "format": "movielens"},
            "label": {"column": "rating", "kind": "threshold", "threshold": 4},
            "features": [{"name": "zip", "kind": "dense"}]}
     with pytest.raises(DataError, match="not a number") as exc:
-        list(read_chunks(parse_schema(raw), ML_100K, 100_000))
+        list(read_chunks(parse_schema(raw), ml_100k, 100_000))
     assert exc.value.field == "zip" and exc.value.path.endswith("u.data")
     with pytest.raises(ConfigError, match="on_bad_row"):
-        list(read_chunks(parse_schema(raw), ML_100K, 10, "ignore"))
+        list(read_chunks(parse_schema(raw), ml_100k, 10, "ignore"))
 
 
 @pytest.mark.parametrize("mangle", ["|extra", "short"])
-def test_malformed_movielens_side_table_names_file_and_line(tmp_path: Path, mangle: str) -> None:
+def test_malformed_movielens_side_table_names_file_and_line(tmp_path: Path, mangle: str,
+                                                            ml_100k: Path) -> None:
     ml = tmp_path / "ml-100k"
-    shutil.copytree(ML_100K, ml)
+    shutil.copytree(ml_100k, ml)
     lines = (ml / "u.user").read_text(encoding="latin-1").splitlines()
     lines[4] = lines[4] + "|extra" if mangle == "|extra" else lines[4].rsplit("|", 1)[0]
     (ml / "u.user").write_text("\n".join(lines) + "\n", encoding="latin-1")
