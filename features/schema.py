@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from plexrec.features.errors import SchemaError
+from plexrec.features.reader_registry import READERS
 
 FEATURE_KINDS = ("dense", "categorical", "multi_hot")
 SIDES = ("user", "item", "context")
 DENSE_TRANSFORMS = ("none", "log1p", "clamp")
-FORMATS = ("criteo", "movielens", "csv", "parquet")
+FORMATS = tuple(READERS)
 LABEL_KINDS = ("binary", "threshold")
 
 

@@ -109,6 +109,7 @@ def _draw_ratings(rng: np.random.Generator, taste_u: np.ndarray, taste_i: np.nda
     for u, k in enumerate(counts.tolist()):
         score = log_pop + _AFFINITY * affinity[u] + rng.gumbel(size=len(log_pop))
         picks.append(np.argpartition(-score, k - 1)[:k])
+    _cover_every_item(rng, picks, len(log_pop))
     user = np.repeat(np.arange(len(counts)), counts)
     item = np.concatenate(picks)
     merit = affinity[user, item] * 2.0 + quality[item] + rng.normal(scale=0.6, size=len(item))
@@ -121,6 +122,21 @@ def _draw_ratings(rng: np.random.Generator, taste_u: np.ndarray, taste_i: np.nda
     order = rng.permutation(len(item))
     return list(zip((user[order] + 1).tolist(), (item[order] + 1).tolist(),
                     rating[order].tolist(), stamp[order].tolist(), strict=True))
+
+
+def _cover_every_item(rng: np.random.Generator, picks: list[np.ndarray], items: int) -> None:
+    """Every film of ml-100k has a rating: an item nobody drew replaces, for a random user who
+    lacks it, one of that user's picks that others also rated."""
+    held = np.bincount(np.concatenate(picks), minlength=items)
+    for item in np.flatnonzero(held == 0).tolist():
+        for u in rng.permutation(len(picks)).tolist():
+            shared = np.flatnonzero(held[picks[u]] > 1)
+            if len(shared) and item not in picks[u]:
+                slot = int(rng.choice(shared))
+                held[picks[u][slot]] -= 1
+                picks[u][slot] = item
+                held[item] += 1
+                break
 
 
 def _users(rng: np.random.Generator, users: int) -> str:

@@ -10,28 +10,19 @@ from pathlib import Path
 import pandas as pd
 
 from plexrec.features.errors import SchemaError
-from plexrec.features.readers.criteo import CRITEO_COLUMNS, read_criteo
+from plexrec.features.reader_registry import READERS, reader_for
+from plexrec.features.readers.criteo import CRITEO_COLUMNS
 from plexrec.features.readers.delimited import LINE_COLUMN, ReadStats, check_policy
-from plexrec.features.readers.movielens import MOVIELENS_COLUMNS, movielens_files, read_movielens
-from plexrec.features.readers.tabular import read_csv, read_parquet, tabular_files
+from plexrec.features.readers.movielens import MOVIELENS_COLUMNS
 from plexrec.features.schema import Schema
 
-__all__ = ["CRITEO_COLUMNS", "LINE_COLUMN", "MOVIELENS_COLUMNS", "ReadStats", "input_files", "read_chunks"]
-
-_READERS = {"criteo": read_criteo, "movielens": read_movielens, "csv": read_csv,
-            "parquet": read_parquet}
+__all__ = ["CRITEO_COLUMNS", "LINE_COLUMN", "MOVIELENS_COLUMNS", "READERS", "ReadStats",
+           "input_files", "read_chunks"]
 
 
 def input_files(schema: Schema, input_path: str | Path) -> list[Path]:
     """The files a prepare run reads (what the cache's input hash covers)."""
-    path = Path(input_path)
-    if schema.format == "movielens":
-        return movielens_files(path)
-    if schema.format == "parquet":
-        return tabular_files(path, ".parquet")
-    if schema.format == "csv":
-        return tabular_files(path, ".csv")
-    return tabular_files(path, "")
+    return reader_for(schema.format, schema.source).files(Path(input_path))
 
 
 def read_chunks(schema: Schema, input_path: str | Path, chunk_rows: int = 1_000_000,
@@ -42,10 +33,7 @@ def read_chunks(schema: Schema, input_path: str | Path, chunk_rows: int = 1_000_
     check_policy(on_bad_row)
     if chunk_rows < 1:
         raise SchemaError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    try:
-        reader = _READERS[schema.format]
-    except KeyError:
-        raise SchemaError(f"{schema.source}: no reader for format {schema.format!r}") from None
+    reader = reader_for(schema.format, schema.source).read
     stats = stats if stats is not None else ReadStats()
     for df in reader(schema, Path(input_path), chunk_rows, on_bad_row, stats):
         if len(df):

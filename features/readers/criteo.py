@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from plexrec.features.errors import DataError
+from plexrec.features.reader_registry import Reader
 from plexrec.features.readers.delimited import (
     LINE_COLUMN,
     ReadStats,
@@ -15,6 +16,7 @@ from plexrec.features.readers.delimited import (
     validate_numeric,
 )
 from plexrec.features.readers.roles import column_roles, require_columns
+from plexrec.features.readers.tabular import tabular_files
 from plexrec.features.schema import Schema
 
 CRITEO_COLUMNS = (("label",) + tuple(f"I{i}" for i in range(1, 14))
@@ -40,3 +42,7 @@ def read_criteo(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
         df[LINE_COLUMN] = lines
         df.attrs["path"] = str(path)
         yield df
+
+
+READER = Reader(read=read_criteo, files=lambda path: tabular_files(path, ""),
+                description="Criteo Kaggle TSV: label, I1-I13, C1-C26, no header")

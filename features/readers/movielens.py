@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from plexrec.features.errors import DataError
+from plexrec.features.reader_registry import Reader
 from plexrec.features.readers.delimited import (
     LINE_COLUMN,
     ReadStats,
@@ -119,3 +120,7 @@ def read_movielens(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
         df[LINE_COLUMN] = lines
         df.attrs["path"] = str(files[0])
         yield df
+
+
+READER = Reader(read=read_movielens, files=movielens_files,
+                description="a MovieLens-100K folder: u.data joined with u.user and u.item")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from plexrec.features.encode import as_strings
 from plexrec.features.errors import DataError
+from plexrec.features.reader_registry import Reader
 from plexrec.features.readers.delimited import (
     LINE_COLUMN,
     ReadStats,
@@ -80,3 +81,9 @@ def read_parquet(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
             df[LINE_COLUMN] = lines
             df.attrs["path"] = str(file)
             yield df
+
+
+CSV_READER = Reader(read=read_csv, files=lambda path: tabular_files(path, ".csv"),
+                    description="delimited text, a file or a folder of *.csv in name order")
+PARQUET_READER = Reader(read=read_parquet, files=lambda path: tabular_files(path, ".parquet"),
+                        description="Parquet, a file or a folder of *.parquet in name order")

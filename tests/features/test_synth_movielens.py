@@ -34,7 +34,7 @@ def test_reads_as_movielens_with_the_real_shape(small: Path) -> None:
     df = pd.concat(read_chunks(load_schema(CONFIGS / "movielens.toml"), small, 1000))
     assert len(df) == 3000
     per_user = df.groupby("user_id").size()
-    assert len(per_user) == 60 and per_user.min() >= 20
+    assert len(per_user) == 60 and per_user.min() >= 20 and df["item_id"].nunique() == 200
     assert not df.duplicated(["user_id", "item_id"]).any()
     assert (df["rating"] >= 4).mean() == pytest.approx(0.554, abs=0.002)
     assert set(df["rating"].unique()) == {1, 2, 3, 4, 5}
