@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-SHARED_DATA = REPO.parent / "shared" / "data"
+from bench.samples import CRITEO_10K, ML_100K  # noqa: E402
+
 RESULTS = REPO / "bench" / "results"
 TARGET_FRACTION = 1 / 16
 TARGET_MAX_LOSS = 0.002
@@ -64,13 +65,13 @@ class Dataset:
 DATASETS: dict[str, Dataset] = {
     "criteo10k": Dataset(
         "criteo10k", "configs/criteo_dlrm.toml",
-        str(SHARED_DATA / "criteo-kaggle-10k" / "train.txt"),
+        str(CRITEO_10K),
         ("data.batch_size=128", "train.epochs=3", "train.patience=0",
          "optim.embedding_lr=0.01", "optim.dense_lr=0.001"),
         seeds=(0, 1, 2, 3, 4),
         notes="10,000 real Criteo rows, 8k train / 1k val / 1k test"),
     "movielens100k": Dataset(
-        "movielens100k", "configs/movielens_dlrm.toml", str(SHARED_DATA / "ml-100k"),
+        "movielens100k", "configs/movielens_dlrm.toml", str(ML_100K),
         ("data.batch_size=512", "train.epochs=4", "train.patience=0",
          "optim.embedding_lr=0.05", "optim.dense_lr=0.001"),
         seeds=(0, 1, 2, 3, 4),

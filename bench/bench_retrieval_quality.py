@@ -34,6 +34,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.samples import ML_100K  # noqa: E402
 from plexrec.features.cache import PreparedData  # noqa: E402
 from plexrec.features.prepare import prepare  # noqa: E402
 from plexrec.features.schema import load_schema  # noqa: E402
@@ -53,7 +54,6 @@ from plexrec.training.retrieval_task import (  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "retrieval_quality.json"
-ML_100K = REPO.parent / "shared" / "data" / "ml-100k"
 KS = (10, 50, 100)
 HOLDOUT = 5
 

@@ -23,11 +23,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from plexrec.features.encode import as_strings, split_multi_hot, transform_dense
 from plexrec.features.errors import DataError
 from plexrec.features.hashing import hash_strings
+from plexrec.features.progress import Progress
 from plexrec.features.readers import LINE_COLUMN, ReadStats, input_files, read_chunks
 from plexrec.features.schema import Feature, Schema
 from plexrec.features.schema_toml import schema_to_toml
@@ -58,8 +58,8 @@ def hash_inputs(files: Iterable[Path], progress: bool = False) -> str:
     files = list(files)
     digest = hashlib.sha256()
     total = sum(f.stat().st_size for f in files)
-    with tqdm(total=total, unit="B", unit_scale=True, desc="hash input", disable=not progress,
-              leave=False) as bar:
+    with Progress("hash input", total=total, unit="B", enabled=progress, unit_scale=True,
+                  leave=False) as bar:
         for f in files:
             digest.update(f"{f.name}\0{f.stat().st_size}\0".encode())
             with open(f, "rb") as fh:
@@ -350,7 +350,7 @@ def _build(schema: Schema, input_path: str | Path, out: Path, tmp: Path, on_bad_
     sparse = [_SparseWriter(f, tmp) for f in schema.sparse]
     stats = ReadStats()
     positives = 0.0
-    with tqdm(unit=" rows", unit_scale=True, desc="prepare", disable=not progress) as bar:
+    with Progress("prepare", unit="rows", enabled=progress, unit_scale=True) as bar:
         for df in read_chunks(schema, input_path, chunk_rows, on_bad_row, stats):
             y = _labels(schema, df)
             positives += float(y.sum())
