@@ -272,7 +272,7 @@ def _labels(schema: Schema, df: pd.DataFrame) -> np.ndarray:
     bad = (y != 0) & (y != 1)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(f"binary label must be 0 or 1, got {y[i]!r}", path=df.attrs.get("path"),
+        raise DataError(f"binary label must be 0 or 1, got {float(y[i]):g}", path=df.attrs.get("path"),
                         line=int(df[LINE_COLUMN].iloc[i]), field=schema.label.column)
     return y.astype(np.float32)
 

@@ -20,6 +20,7 @@ READERS: dict[str, str] = {
     "movielens": "plexrec.features.readers.movielens:READER",
     "csv": "plexrec.features.readers.tabular:CSV_READER",
     "parquet": "plexrec.features.readers.tabular:PARQUET_READER",
+    "libfm": "plexrec.features.readers.libfm:READER",
 }
 
 

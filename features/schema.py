@@ -122,6 +122,20 @@ def _one_of(value: str, allowed: tuple[str, ...], where: str, key: str) -> str:
     return value
 
 
+_TOP_KEYS = ("dataset", "label", "features")
+_DATASET_KEYS = ("name", "format", "columns", "delimiter", "header", "time_column", "user_key",
+                 "item_key")
+_LABEL_KEYS = ("column", "kind", "threshold")
+
+
+def _known_keys(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    """Unknown keys are errors: a misspelt or unsupported key must not pass silently."""
+    unknown = [key for key in table if key not in known]
+    if unknown:
+        raise SchemaError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} "
+                          f"(known: {', '.join(known)})")
+
+
 def _parse_feature(raw: dict[str, Any], where: str) -> Feature:
     name = _expect(raw, "name", str, where)
     where = f"{where} ({name})"
@@ -165,11 +179,14 @@ def _parse_feature(raw: dict[str, Any], where: str) -> Feature:
 
 def parse_schema(raw: dict[str, Any], source: str = "<memory>") -> Schema:
     """Validates a schema table (as read from TOML); every error names the file and the field."""
+    _known_keys(raw, _TOP_KEYS, source)
     dataset = _expect(raw, "dataset", dict, source)
     where = f"{source} [dataset]"
+    _known_keys(dataset, _DATASET_KEYS, where)
     fmt = _one_of(_expect(dataset, "format", str, where), FORMATS, where, "format")
     label_raw = _expect(raw, "label", dict, source)
     lwhere = f"{source} [label]"
+    _known_keys(label_raw, _LABEL_KEYS, lwhere)
     label = Label(column=_expect(label_raw, "column", str, lwhere),
                   kind=_one_of(_expect(label_raw, "kind", str, lwhere, "binary"), LABEL_KINDS,
                                lwhere, "kind"),

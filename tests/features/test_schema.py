@@ -96,3 +96,13 @@ def test_shipped_configs_load() -> None:
     assert ml.label.kind == "threshold" and ml.label.threshold == 4
     assert ml.feature("genres").kind == "multi_hot"
     assert {f.side for f in ml.features} == {"user", "item"}
+
+
+@pytest.mark.parametrize("table", ["top", "dataset", "label"])
+def test_unknown_keys_are_named(table: str) -> None:
+    raw: dict[str, Any] = {"dataset": {"name": "x", "format": "csv"}, "label": {"column": "y"},
+                           "features": [{"name": "a", "kind": "dense"}]}
+    target = raw if table == "top" else raw[table]
+    target["join"] = {"path": "movies.csv"}
+    with pytest.raises(SchemaError, match="s.toml.*unknown key\\(s\\) 'join' \\(known: "):
+        parse_schema(raw, "s.toml")
