@@ -41,7 +41,7 @@ from plexrec.features.schema import load_schema  # noqa: E402
 from plexrec.models.layouts import LayoutConfig  # noqa: E402
 from plexrec.training.baselines import MFConfig, mf_scorer, popularity_scorer, train_mf  # noqa: E402
 from plexrec.training.retrieval_metrics import evaluate_topk, seen_before_test  # noqa: E402
-from plexrec.training.retrieval_task import (  # noqa: E402
+from plexrec.training.two_tower import (  # noqa: E402
     RetrievalConfig,
     build_two_tower,
     evaluate_two_tower,

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from plexrec.cli.pipeline import DemoConfig, run_demo
+from plexrec.cli.pipeline import DEMO_ROOT, DemoConfig, default_workdir, run_demo
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,20 +17,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "over gRPC, query, print a summary, and shut everything down.")
     p.add_argument("--data", type=Path, help="a Criteo train.txt (CTR model) or an ml-100k directory (both models) "
                    "instead of synthetic data")
-    p.add_argument("--workdir", type=Path, default=DemoConfig.workdir)
+    p.add_argument("--workdir", type=Path, default=None,
+                   help=f"where data, runs, snapshots and logs go (default: {DEMO_ROOT}/<data "
+                   "source>, one folder per source: synthetic, ml-100k, ...)")
     p.add_argument("--smoke", action="store_true", help="the small CI variant, same stages")
     p.add_argument("--redis", dest="redis_url", help="Redis URL (default: REDIS_URL, else a "
                    "private redis-server started for the demo)")
-    p.add_argument("--nproc", type=int, default=DemoConfig.nproc)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--nproc", type=int, default=DemoConfig.nproc,
+                   help="training processes of the CTR model")
+    p.add_argument("--quiet", action="store_true", help="only the summary, no stage logs")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     overrides = dict(data=args.data, redis_url=args.redis_url, nproc=args.nproc,
                      quiet=args.quiet)
-    config = (DemoConfig.smoke(args.workdir, **overrides) if args.smoke
-              else DemoConfig(workdir=args.workdir, **overrides))
+    workdir = args.workdir or default_workdir(args.data)
+    config = (DemoConfig.smoke(workdir, **overrides) if args.smoke
+              else DemoConfig(workdir=workdir, **overrides))
     summary = run_demo(config)
     print(summary.table(), file=sys.stderr)
     print(f"MLflow UI on these runs: .venv/bin/mlflow ui --backend-store-uri "

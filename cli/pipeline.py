@@ -23,6 +23,16 @@ from plexrec.serving.redis_process import RedisProcess
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
+DEMO_ROOT = REPO / ".plexrec" / "demo"
+
+
+def default_workdir(data: Path | None) -> Path:
+    """One work folder per data source, so a demo on ml-100k never overwrites the synthetic
+    one's runs: .plexrec/demo/synthetic, .plexrec/demo/ml-100k, .plexrec/demo/<dir>-train ..."""
+    if data is None:
+        return DEMO_ROOT / "synthetic"
+    data = Path(data).resolve()
+    return DEMO_ROOT / (data.name if data.is_dir() else f"{data.parent.name}-{data.stem}")
 
 
 @dataclass(frozen=True)
@@ -30,7 +40,7 @@ class DemoConfig:
     """Sizes of the demo. The defaults finish in a few minutes on 2 cores; `smoke()` is the CI
     variant with the same stages on less data."""
 
-    workdir: Path = REPO / ".plexrec" / "demo"
+    workdir: Path = DEMO_ROOT / "synthetic"
     data: Path | None = None
     ctr_rows: int = 1_000_000
     interaction_rows: int = 200_000

@@ -28,14 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     info = q.add_parser("info", help="model info")
     info.set_defaults(func=run_info)
     emb = q.add_parser("embeddings", help="stored vectors of ids")
-    emb.add_argument("--entity", choices=("user", "item"), required=True)
+    emb.add_argument("--entity", choices=("user", "item"), required=True,
+                     help="whose vectors: user or item")
     emb.add_argument("--ids", type=_id_list, required=True, help="comma-separated ids")
     emb.set_defaults(func=run_embeddings)
     ret = q.add_parser("retrieve", help="top-k items for a user")
     ret.add_argument("--user", type=int, default=None, help="known user id")
     ret.add_argument("--features", default=None,
                      help='raw user features as JSON, e.g. {"age": "31", "genres": "a|b"}')
-    ret.add_argument("--k", type=int, default=10)
+    ret.add_argument("--k", type=int, default=10, help="how many items to return")
     ret.add_argument("--exclude", type=_id_list, default=[], help="item ids to leave out")
     ret.set_defaults(func=run_retrieve)
 

@@ -7,13 +7,15 @@ chunk size plus the vocabularies."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -309,8 +311,28 @@ def prepare(schema: Schema, input_path: str | Path, out_dir: str | Path, *,
     """Builds the cache in `out_dir`, or reuses it when it was built from the same input content
     (sha256) and the same schema fingerprint. A cache that skipped bad rows is not reused when
     bad rows are to stop the run: the rebuild then reports the first bad row."""
-    start = time.perf_counter()
     out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out_dir.parent / f".{out_dir.name}.lock"):
+        return _prepare_locked(schema, input_path, out_dir, on_bad_row=on_bad_row,
+                               chunk_rows=chunk_rows, progress=progress, force=force)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """One writer per cache: concurrent runs of one config wait here, then reuse what the first
+    one built instead of replacing it under its feet."""
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _prepare_locked(schema: Schema, input_path: str | Path, out_dir: Path, *, on_bad_row: str,
+                    chunk_rows: int, progress: bool, force: bool) -> PrepareResult:
+    start = time.perf_counter()
     files = input_files(schema, input_path)
     input_hash = hash_inputs(files, progress)
     fingerprint = schema.fingerprint()
@@ -322,7 +344,6 @@ def prepare(schema: Schema, input_path: str | Path, out_dir: str | Path, *,
         log.info("reusing prepared cache %s (same input sha256 and schema)", out_dir)
         return _result_from_meta(out_dir, meta, True, time.perf_counter() - start)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)

@@ -18,6 +18,9 @@ SIDES = ("user", "item", "context")
 DENSE_TRANSFORMS = ("none", "log1p", "clamp")
 FORMATS = tuple(READERS)
 LABEL_KINDS = ("binary", "threshold")
+# Which files of an input start with a header row: "every_file", only the "first_file" of a
+# directory (read in name order), or "none". TOML `true` means every_file, `false` none.
+HEADER_POLICIES = ("every_file", "first_file", "none")
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class Schema:
     features: tuple[Feature, ...]
     columns: tuple[str, ...] = ()
     delimiter: str = ","
-    header: bool = True
+    header: str = "every_file"
     time_column: str | None = None
     user_key: str | None = None
     item_key: str | None = None
@@ -126,6 +129,17 @@ _TOP_KEYS = ("dataset", "label", "features")
 _DATASET_KEYS = ("name", "format", "columns", "delimiter", "header", "time_column", "user_key",
                  "item_key")
 _LABEL_KEYS = ("column", "kind", "threshold")
+
+
+def _header_policy(value: bool | str, where: str) -> str:
+    if isinstance(value, bool):
+        return "every_file" if value else "none"
+    return _one_of(value, HEADER_POLICIES, where, "header")
+
+
+def has_header(schema: Schema, file_index: int) -> bool:
+    """Whether the `file_index`-th file (0-based, name order) of the input starts with a header."""
+    return schema.header == "every_file" or (schema.header == "first_file" and file_index == 0)
 
 
 def _known_keys(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
@@ -208,7 +222,8 @@ def parse_schema(raw: dict[str, Any], source: str = "<memory>") -> Schema:
         features=features,
         columns=columns,
         delimiter=_expect(dataset, "delimiter", str, where, "\t" if fmt == "criteo" else ","),
-        header=_expect(dataset, "header", bool, where, fmt in ("csv",)),
+        header=_header_policy(_expect(dataset, "header", (bool, str), where, fmt == "csv"),
+                              where),
         time_column=_expect(dataset, "time_column", str, where, None),
         user_key=_expect(dataset, "user_key", str, where, None),
         item_key=_expect(dataset, "item_key", str, where, None),

@@ -23,6 +23,7 @@ def mlp(in_features: int, sizes: list[int], *, final_activation: bool = True) ->
 class DLRM(nn.Module):
     """forward(dense [B, n_dense], kjt) -> logits [B]; `layout` is any layout module mapping a KJT
     to one [B, dim] vector per feature."""
+    _pairs: torch.Tensor
 
     def __init__(self, layout: nn.Module, feature_names: list[str], dim: int, num_dense: int,
                  bottom_mlp: list[int], top_mlp: list[int]) -> None:

@@ -10,6 +10,7 @@ just for being popular (Yi et al., RecSys 2019)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
 class Tower(nn.Module):
     """One side: layout module outputs (in the layout's feature order) ++ dense side columns ->
     MLP -> unit vector. `dense_index` picks the side's columns out of the batch's dense matrix."""
+    if TYPE_CHECKING:  # buffers; a runtime annotation would trip TorchScript
+        dense_index: torch.Tensor
 
     def __init__(self, embeddings: nn.Module, feature_names: Sequence[str], embedding_dim: int,
                  dense_index: Sequence[int], hidden: Sequence[int], dim: int) -> None:
@@ -115,6 +118,9 @@ class PaddedUserTower(nn.Module):
     bag holding only id i, minus its output for an empty bag (`base`). Layout outputs are affine
     in the pooled rows, so a bag's output is base + sum of its rows (divided by the bag length
     for mean-pooled features), which reproduces the layout exactly for every layout kind."""
+    if TYPE_CHECKING:  # buffers; a runtime annotation would trip TorchScript
+        table: torch.Tensor
+        base: torch.Tensor
 
     def __init__(self, effective: Sequence[torch.Tensor], base: torch.Tensor,
                  max_lengths: Sequence[int], mean: Sequence[bool], head: nn.Module) -> None:

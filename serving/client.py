@@ -45,9 +45,9 @@ def decode_embeddings(response: pb.GetEmbeddingsResponse) -> Embeddings:
                       np.asarray(response.missing_ids, dtype=np.int64), response.version)
 
 
-def _entity(entity: str | int) -> int:
+def _entity(entity: str | int) -> pb.Entity:
     if isinstance(entity, int):
-        return entity
+        return pb.Entity(entity)
     try:
         return ENTITIES[entity.lower()]
     except KeyError:

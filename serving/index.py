@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,8 +50,10 @@ class IndexConfig:
 
 class CandidateIndex(Protocol):
     kind: str
-    size: int
     metrics: dict[str, float]
+
+    @property
+    def size(self) -> int: ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores [B, k'], rows [B, k']) best first, k' = min(k, size); rows are item rows of
@@ -113,6 +115,7 @@ class FaissIndex:
         width = int(vectors.shape[1])
         data = np.ascontiguousarray(vectors, dtype=np.float32)
         started = time.perf_counter()
+        index: Any
         if config.kind == "hnsw":
             index = faiss.IndexHNSWFlat(width, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = config.hnsw_ef_construction
@@ -153,7 +156,7 @@ class FaissIndex:
         if self.config.kind == "hnsw" and k > self._index.hnsw.efSearch:
             import faiss
 
-            params = faiss.SearchParametersHNSW(efSearch=k)
+            params = faiss.SearchParametersHNSW(efSearch=k)  # type: ignore[attr-defined]
             scores, rows = self._index.search(queries, k, params=params)
         else:
             scores, rows = self._index.search(queries, k)

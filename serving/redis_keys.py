@@ -16,7 +16,7 @@ spreads over every node while a batch look-up stays one HMGET per partition.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -120,7 +120,7 @@ def encode_vectors(vectors: np.ndarray) -> list[bytes]:
         raise ValueError(f"encode_vectors expects [n, width], got shape {arr.shape}")
     if arr.shape[0] == 0:
         return []
-    return arr.view(np.dtype((np.void, arr.shape[1] * 4))).reshape(-1).tolist()
+    return cast(list[bytes], arr.view(np.dtype((np.void, arr.shape[1] * 4))).reshape(-1).tolist())
 
 
 def decode_vectors(blobs: list[bytes | None], width: int) -> np.ndarray:

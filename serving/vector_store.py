@@ -37,7 +37,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -60,11 +60,16 @@ class StoreUnavailable(PlexrecError):
 class VersionView(Protocol):
     """What the store needs to know about a version (serving.versions.LoadedVersion)."""
 
-    version: str
-    width: int
-    partitions: int
-    published: bool
-    snapshot: Snapshot | None
+    @property
+    def version(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def partitions(self) -> int: ...
+    @property
+    def published(self) -> bool: ...
+    @property
+    def snapshot(self) -> Snapshot | None: ...
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,7 @@ class VectorStore:
                 return self._snapshot_matrix(view, entity, ids)
             if _all_rows(values, row_bytes):
                 self._stats["redis_hits"] += n
-                mat = np.frombuffer(b"".join(values), dtype="<f4").reshape(n, view.width)
+                mat = np.frombuffer(b"".join(cast(list[bytes], values)), dtype="<f4").reshape(n, view.width)
                 if order is not None:
                     out = np.empty_like(mat)
                     out[order] = mat
@@ -358,7 +363,7 @@ class VectorStore:
         pkeys = partition_keys(self.namespace, view.version, view.partitions, entity)
         keys = [pkeys[p] + b":cache:%d" % i for p, i in zip(parts, ids.tolist(), strict=True)]
         if len(keys) == 1:
-            return [await self.client.get(keys[0])]
+            return [cast(bytes | None, await self.client.get(keys[0]))]
         by_part: dict[int, list[int]] = {}
         for pos, p in enumerate(parts):
             by_part.setdefault(p, []).append(pos)

@@ -106,8 +106,10 @@ class VersionRegistry:
 
     def __init__(self, snapshot: Path | None, index_config: IndexConfig, *, client: Any = None,
                  namespace: str = "default", keep: int = 3) -> None:
-        self.root, self.initial_dir = (snapshot_root(snapshot) if snapshot is not None
-                                       else (None, None))
+        self.root: Path | None = None
+        self.initial_dir: Path | None = None
+        if snapshot is not None:
+            self.root, self.initial_dir = snapshot_root(snapshot)
         self.index_config = index_config
         self.client = client
         self.namespace = namespace

@@ -155,7 +155,7 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for name, value in raw.items():
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value, f"{where}.{name}")
         else:
             kwargs[name] = _coerce(value, tp, f"{where}.{name}")

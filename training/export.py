@@ -25,7 +25,7 @@ import torch
 from plexrec.features.errors import ConfigError, DataError
 from plexrec.models.snapshot import write_snapshot
 from plexrec.models.two_tower import PaddedUserTower, padded_user_tower
-from plexrec.training.retrieval_task import TwoTowerParts, entity_rows, key_names, tower_vectors
+from plexrec.training.two_tower import TwoTowerParts, entity_rows, key_names, tower_vectors
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def load_trained(path: str | Path, run_id: str | None = None) -> TrainedRun:
     from plexrec.features.cache import PreparedData
     from plexrec.training.checkpoint import load_unsharded
     from plexrec.training.config import parse_config
-    from plexrec.training.retrieval_task import RetrievalTask
+    from plexrec.training.tasks.retrieval import RetrievalTask
     from plexrec.training.trainer import RunSpec
 
     run_dir, checkpoint = _locate(Path(path))

@@ -17,7 +17,7 @@ from typing import Any
 from plexrec.features.errors import ConfigError, PlexrecError
 from plexrec.training.config import RunConfig, load_config
 from plexrec.training.sharding import check_constraints, check_sharding_types
-from plexrec.training.tasks import TASKS, task_for
+from plexrec.training.tasks import check_model_kind, task_for
 from plexrec.training.trainer import RunSpec
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,7 @@ def load_run_config(opts: LaunchOptions) -> RunConfig:
 
 def check_static(cfg: RunConfig, opts: LaunchOptions) -> None:
     """Checks that need neither data nor processes."""
-    if cfg.model.kind not in TASKS:
-        raise ConfigError(f"{cfg.source} [model] kind {cfg.model.kind!r} is unknown "
-                          f"(known: {', '.join(sorted(TASKS))})")
+    check_model_kind(cfg)
     if cfg.train.device == "cuda":
         import torch
 

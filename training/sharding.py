@@ -104,7 +104,7 @@ def plan_to_json(plan: ShardingPlan) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for module_path, module_plan in plan.plan.items():
         tables: dict[str, Any] = {}
-        for table, ps in module_plan.items():  # type: ignore[union-attr]
+        for table, ps in module_plan.items():
             shards = []
             spec = getattr(ps, "sharding_spec", None)
             for shard in getattr(spec, "shards", None) or []:

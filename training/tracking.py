@@ -113,7 +113,7 @@ class Tracker:
         """The embedding table report as CSV and JSON."""
         if not self.run_id:
             return
-        dicts = [asdict(r) if is_dataclass(r) else dict(r) for r in rows]
+        dicts = [asdict(r) if is_dataclass(r) and not isinstance(r, type) else dict(r) for r in rows]
         buf = io.StringIO()
         if dicts:
             writer = csv.DictWriter(buf, fieldnames=list(dicts[0]))

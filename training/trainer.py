@@ -36,7 +36,8 @@ from plexrec.training.checkpoint import (
 )
 from plexrec.training.config import RunConfig, parse_config
 from plexrec.training.sharding import check_constraints, plan_summary, shard_model
-from plexrec.training.tasks import Task, task_for
+from plexrec.training.task import Task
+from plexrec.training.tasks import task_for
 from plexrec.training.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -322,13 +323,10 @@ class Trainer:
         s = self.state
         result = {
             "run_id": s.run_id,
-            "test_auc": test.get("auc"),
-            "test_logloss": test.get("logloss"),
+            **{f"test_{name}": test.get(name) for name in self.task.metric_names},
             "embedding_params": self.built.embedding_params,
             "embedding_bytes": self.built.embedding_bytes,
             "train_examples_per_sec": s.examples / max(s.train_seconds, 1e-9),
-            "test_calibration": test.get("calibration"),
-            "test_ne": test.get("ne"),
             f"best_val_{self.task.primary_metric}": s.best if math.isfinite(s.best) else None,
             "steps": s.step,
             "early_stopped": s.stopped,

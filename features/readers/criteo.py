@@ -17,7 +17,7 @@ from plexrec.features.readers.delimited import (
 )
 from plexrec.features.readers.roles import column_roles, require_columns
 from plexrec.features.readers.tabular import tabular_files
-from plexrec.features.schema import Schema
+from plexrec.features.schema import Schema, has_header
 
 CRITEO_COLUMNS = (("label",) + tuple(f"I{i}" for i in range(1, 14))
                   + tuple(f"C{i}" for i in range(1, 27)))
@@ -34,7 +34,7 @@ def read_criteo(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
         raise DataError("criteo input is not a file", path=str(path))
     roles = column_roles(schema)
     require_columns(schema, names, path)
-    for df, lines in read_delimited(path, names, delimiter=schema.delimiter, header=schema.header,
+    for df, lines in read_delimited(path, names, delimiter=schema.delimiter, header=has_header(schema, 0),
                                     usecols=roles.all, string_cols=roles.strings,
                                     chunk_rows=chunk_rows, on_bad_row=on_bad_row, stats=stats):
         df, lines = validate_numeric(df, lines, roles.numeric, roles.required, path, on_bad_row,

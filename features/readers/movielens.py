@@ -61,7 +61,9 @@ def _read_table(path: Path, names: tuple[str, ...], encoding: str = "latin-1") -
     return df
 
 
-def _users(path: Path) -> pd.DataFrame:
+def read_users(path: Path) -> pd.DataFrame:
+    """u.user indexed by user_id, with the derived age_bucket and zip3 (also what a serving
+    request carries)."""
     users = _read_table(path / "u.user", USER_COLUMNS)
     age = pd.to_numeric(users["age"], errors="coerce")
     if age.isna().any():
@@ -103,7 +105,7 @@ def read_movielens(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
     """Chunks of ratings with user and item columns attached; ids stay strings."""
     files = movielens_files(path)
     require_columns(schema, MOVIELENS_COLUMNS, path)
-    users, items = _users(path), _items(path)
+    users, items = read_users(path), _items(path)
     roles = column_roles(schema)
     extra_numeric = tuple(c for c in roles.numeric if c not in ("rating", "timestamp"))
     for df, lines in read_delimited(files[0], RATING_COLUMNS, delimiter="\t", header=False,

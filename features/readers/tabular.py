@@ -19,7 +19,7 @@ from plexrec.features.readers.delimited import (
     validate_numeric,
 )
 from plexrec.features.readers.roles import column_roles, require_columns
-from plexrec.features.schema import Schema
+from plexrec.features.schema import Schema, has_header
 
 
 def tabular_files(path: Path, suffix: str) -> list[Path]:
@@ -36,19 +36,25 @@ def tabular_files(path: Path, suffix: str) -> list[Path]:
 
 def read_csv(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
              stats: ReadStats) -> Iterator[pd.DataFrame]:
-    """Plain delimiter-separated text (no quoting); column names from `columns` or the header."""
+    """Plain delimiter-separated text (no quoting); column names from `columns` or the first
+    file's header. Under `header = "every_file"` each later file must repeat that header and under
+    "first_file" none may, so a header row is never read as data nor a data row dropped."""
     roles = column_roles(schema)
-    for file in tabular_files(path, ".csv"):
-        if schema.columns:
-            names = list(schema.columns)
-        elif schema.header:
-            names = header_names(file, schema.delimiter)
-        else:
-            raise DataError(f"{schema.source}: a csv without header needs [dataset] columns",
-                            path=str(file))
+    files = tabular_files(path, ".csv")
+    if schema.columns:
+        names = list(schema.columns)
+    elif schema.header != "none":
+        names = header_names(files[0], schema.delimiter)
+    else:
+        raise DataError(f"{schema.source}: a csv without header needs [dataset] columns",
+                        path=str(files[0]))
+    for index, file in enumerate(files):
+        header = has_header(schema, index)
+        if index and schema.header != "none":
+            _check_header(file, names, header, schema)
         require_columns(schema, names, file)
         for df, lines in read_delimited(file, names, delimiter=schema.delimiter,
-                                        header=schema.header, usecols=roles.all,
+                                        header=header, usecols=roles.all,
                                         string_cols=roles.strings, chunk_rows=chunk_rows,
                                         on_bad_row=on_bad_row, stats=stats):
             df, lines = validate_numeric(df, lines, roles.numeric, roles.required, file,
@@ -56,6 +62,17 @@ def read_csv(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
             df[LINE_COLUMN] = lines
             df.attrs["path"] = str(file)
             yield df
+
+
+def _check_header(file: Path, names: list[str], expected: bool, schema: Schema) -> None:
+    first = header_names(file, schema.delimiter)
+    if expected and first != names:
+        raise DataError(f"first line is not the header of the first file ({schema.delimiter.join(names)}); "
+                        'if only the first file has one, set [dataset] header = "first_file"',
+                        path=str(file), line=1)
+    if not expected and first == names:
+        raise DataError('repeats the header row of the first file; set [dataset] header = '
+                        '"every_file"', path=str(file), line=1)
 
 
 def read_parquet(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,

@@ -214,6 +214,9 @@ class MixedDimLayout(EmbeddingLayout):
 
 
 class MixedDimModule(LayoutModule):
+    key_of: torch.Tensor
+    row_of: torch.Tensor
+    offsets: torch.Tensor
     def __init__(self, layout: MixedDimLayout, ebc: EmbeddingBagCollection,
                  device: torch.device) -> None:
         super().__init__(layout.feature_names, layout.dim,

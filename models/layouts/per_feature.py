@@ -76,6 +76,9 @@ class PerFeatureLayout(EmbeddingLayout):
 
 
 class PerFeatureModule(LayoutModule):
+    hashed: torch.Tensor
+    rows: torch.Tensor
+    salts: torch.Tensor
     def __init__(self, layout: PerFeatureLayout, ebc: EmbeddingBagCollection,
                  device: torch.device) -> None:
         super().__init__(layout.feature_names, layout.dim,

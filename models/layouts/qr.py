@@ -124,6 +124,12 @@ class QRLayout(EmbeddingLayout):
 
 
 class QRModule(LayoutModule):
+    m: torch.Tensor
+    rows: torch.Tensor
+    hashed: torch.Tensor
+    is_qr: torch.Tensor
+    salts: torch.Tensor
+    qr_features: torch.Tensor
     def __init__(self, layout: QRLayout, ebc: EmbeddingBagCollection,
                  device: torch.device) -> None:
         super().__init__(layout.feature_names, layout.dim,

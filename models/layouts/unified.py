@@ -111,6 +111,7 @@ class UnifiedLayout(EmbeddingLayout):
 
 
 class UnifiedModule(LayoutModule):
+    salts: torch.Tensor
     def __init__(self, layout: UnifiedLayout, ebc: EmbeddingBagCollection,
                  device: torch.device) -> None:
         super().__init__(layout.feature_names, layout.dim,

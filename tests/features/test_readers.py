@@ -184,3 +184,28 @@ def test_malformed_movielens_side_table_names_file_and_line(tmp_path: Path, mang
     (ml / "u.user").write_text("\n".join(lines) + "\n", encoding="latin-1")
     with pytest.raises(DataError, match=r"u.user:5: expected 5 '\|'-separated fields"):
         list(read_chunks(load_schema(CONFIGS / "movielens.toml"), ml))
+
+
+@pytest.mark.parametrize("policy", ["first_file", "every_file", True])
+def test_csv_directory_header_policy_loses_no_row(tmp_path: Path, policy: str | bool) -> None:
+    head = "user,tags,x,y"
+    repeat = policy != "first_file"
+    write_lines(tmp_path / "a.csv", [head, "u1,a,1,5", "u2,b,2,3"])
+    write_lines(tmp_path / "b.csv", [head] * repeat + ["u3,c,3,4", "u4,d,4,1"])
+    stats = ReadStats()
+    df = pd.concat(read_chunks(csv_schema(header=policy), tmp_path, 10, stats=stats))
+    assert df["user"].tolist() == ["u1", "u2", "u3", "u4"]
+    assert (stats.rows, stats.skipped) == (4, 0)
+
+
+def test_csv_directory_header_mismatch_names_file(tmp_path: Path) -> None:
+    write_lines(tmp_path / "a.csv", ["user,tags,x,y", "u1,a,1,5"])
+    write_lines(tmp_path / "b.csv", ["u3,c,3,4"])
+    with pytest.raises(DataError, match='header = "first_file"') as exc:
+        list(read_chunks(csv_schema(), tmp_path, 10))
+    assert exc.value.path.endswith("b.csv") and exc.value.line == 1
+    write_lines(tmp_path / "b.csv", ["user,tags,x,y", "u3,c,3,4"])
+    with pytest.raises(DataError, match='header = "every_file"'):
+        list(read_chunks(csv_schema(header="first_file"), tmp_path, 10))
+    with pytest.raises(SchemaError, match="header"):
+        csv_schema(header="sometimes")

@@ -1,4 +1,5 @@
-"""Shared by the retrieval tests: the real MovieLens-100K sample prepared once per session."""
+"""Shared by the retrieval tests: a MovieLens-100K folder (the look-alike, and the real sample
+where present) prepared once per module."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 from plexrec.features.cache import PreparedData
 from plexrec.features.prepare import prepare
 from plexrec.features.schema import load_schema
-from tests.conftest import CONFIGS, ML_100K
+from tests.conftest import CONFIGS
 
 
-def prepared_movielens(root: Path) -> PreparedData:
+def prepared_movielens(source: Path, root: Path) -> PreparedData:
     out = root / "ml100k"
-    prepare(load_schema(CONFIGS / "movielens.toml"), ML_100K, out, progress=False)
+    prepare(load_schema(CONFIGS / "movielens.toml"), source, out, progress=False)
     return PreparedData.open(out)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from plexrec.cli.main import main as plexrec
+from plexrec.features.readers.movielens import read_users
 from plexrec.models.layouts import LayoutConfig
 from plexrec.models.snapshot import Snapshot
 from plexrec.training.export import (
@@ -15,20 +16,20 @@ from plexrec.training.export import (
     external_ids,
     padded_inputs,
 )
-from plexrec.training.retrieval_task import (
+from plexrec.training.two_tower import (
     RetrievalConfig,
     build_two_tower,
     entity_rows,
     make_split,
     train_two_tower,
 )
-from tests.conftest import CONFIGS, ML_100K
+from tests.conftest import CONFIGS
 from tests.training.retrieval_helpers import prepared_movielens
 
 
 @pytest.fixture(scope="module")
-def ml(tmp_path_factory):
-    return prepared_movielens(tmp_path_factory.mktemp("export"))
+def ml(ml_100k, tmp_path_factory):
+    return prepared_movielens(ml_100k, tmp_path_factory.mktemp("export"))
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +69,10 @@ def test_exporting_the_same_model_again_gives_the_same_version(ml, exported):
     assert again.version == result.version and again.snapshot == result.snapshot
 
 
-def test_contract_encodes_raw_features_like_preparation(ml, exported):
+def test_contract_encodes_raw_features_like_preparation(ml_100k, ml, exported):
     """Serving's view: raw u.user fields -> contract -> tower gives the snapshot's vector."""
     _, result = exported
+    user = {"user_id": "1", **read_users(ml_100k).loc["1"]}
     snap = Snapshot.open(result.snapshot)
     contract = json.loads(snap.file(CONTRACT_FILE).read_text())
     assert contract["tower_input"] == "padded" and contract["width"] == 16
@@ -78,20 +80,19 @@ def test_contract_encodes_raw_features_like_preparation(ml, exported):
                                                         "occupation", "zip"]
     assert contract["dense"] == [{"name": "age_years", "column": "age", "fill": 0.0,
                                   "transform": "log1p", "clamp_min": None, "clamp_max": None}]
-    raw = {"user_id": "1", "age_bucket": "18", "gender": "M", "occupation": "technician",
-           "zip3": "857"}
+    raw = {key: user[key] for key in ("user_id", "age_bucket", "gender", "occupation", "zip3")}
     ids = []
     for spec in contract["sparse"]:
         assert spec["kind"] == "categorical" and spec["hash_size"] is None
         ids.append(spec["vocab"].get(raw[spec["column"]], 0))
     assert all(i > 0 for i in ids)
     tower = torch.jit.load(str(snap.file(TOWER_FILE)))
-    vec = tower(torch.tensor([ids]), torch.tensor([[math.log1p(24.0)]])).detach().numpy()[0]
+    vec = tower(torch.tensor([ids]), torch.tensor([[math.log1p(float(user["age"]))]])).detach().numpy()[0]
     stored = snap.vectors("user")[snap.row_of("user", np.array([1]))[0]]
     assert np.abs(vec - stored).max() < 1e-5
     # An unknown user id falls back to the shared OOV row and still gets a unit vector.
     ids[0] = 0
-    other = tower(torch.tensor([ids]), torch.tensor([[math.log1p(24.0)]]))
+    other = tower(torch.tensor([ids]), torch.tensor([[math.log1p(float(user["age"]))]]))
     assert abs(float(other.norm()) - 1) < 1e-5
 
 
@@ -101,14 +102,14 @@ def test_export_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_train_then_export_by_mlflow_run_id(mlflow_uri, tmp_path, capsys):
+def test_train_then_export_by_mlflow_run_id(mlflow_uri, ml_100k, tmp_path, capsys):
     """The real path: `plexrec train` (DMP trainer with the retrieval task) then
     `plexrec export --run RUN_ID`, snapshot logged back to the MLflow run."""
     from mlflow.tracking import MlflowClient
 
     run_dir = tmp_path / "run"
     code = plexrec(["train", "--config", str(CONFIGS / "movielens_two_tower.toml"),
-                    "--data", str(ML_100K), "--quiet", "--set", "train.max_steps=15",
+                    "--data", str(ml_100k), "--quiet", "--set", "train.max_steps=15",
                     "--set", f"train.run_dir={run_dir}", "--set", "model.deep_mlp=[16]",
                     "--set", f"data.cache_dir={tmp_path / 'prepared'}"])
     assert code == 0
@@ -128,7 +129,7 @@ def test_train_then_export_by_mlflow_run_id(mlflow_uri, tmp_path, capsys):
     assert f"snapshot/{snap.version}/{TOWER_FILE}" in logged
 
 
-def test_serving_user_tower_reproduces_the_snapshot_vector(exported):
+def test_serving_user_tower_reproduces_the_snapshot_vector(ml_100k, exported):
     """The contract as the serving tier reads it (serving.user_encoder), from raw request values
     keyed by feature name."""
     from plexrec.serving.user_encoder import UserTower
@@ -136,7 +137,9 @@ def test_serving_user_tower_reproduces_the_snapshot_vector(exported):
     _, result = exported
     snap = Snapshot.open(result.snapshot)
     tower = UserTower(snap.file(TOWER_FILE), snap.file(CONTRACT_FILE))
-    vec = tower({"user_id": "1", "age": "18", "gender": "M", "occupation": "technician",
-                 "zip": "857", "age_years": "24"})
+    user = read_users(ml_100k).loc["1"]
+    vec = tower({"user_id": "1", "age": user["age_bucket"], "gender": user["gender"],
+                 "occupation": user["occupation"], "zip": user["zip3"],
+                 "age_years": str(user["age"])})
     stored = snap.vectors("user")[snap.row_of("user", np.array([1]))[0]]
     assert np.abs(vec - stored).max() < 1e-5

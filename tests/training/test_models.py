@@ -60,7 +60,7 @@ def test_single_process_run_keeps_last_checkpoints(synth: tuple[Path, Path],
     from plexrec.training.checkpoint import list_checkpoints, load_unsharded
     from plexrec.training.config import parse_config
     from plexrec.training.launch import LaunchOptions, run_train
-    from plexrec.training.tasks import CtrTask
+    from plexrec.training.tasks.ctr import CtrTask
     from plexrec.training.trainer import RunSpec
 
     run_dir = tmp_path / "run"

@@ -7,17 +7,15 @@ from plexrec.models.layouts import LayoutConfig
 from plexrec.training.baselines import MFConfig, mf_scorer, popularity_scorer, train_mf
 from plexrec.training.config import load_config
 from plexrec.training.retrieval_metrics import evaluate_topk, seen_before_test
-from plexrec.training.retrieval_task import (
-    InBatchEvaluator,
+from plexrec.training.tasks.retrieval import InBatchEvaluator, RetrievalTask, retrieval_config
+from plexrec.training.two_tower import (
     RetrievalConfig,
-    RetrievalTask,
     build_two_tower,
     entity_rows,
     evaluate_two_tower,
     key_ids,
     make_split,
     positive_rows,
-    retrieval_config,
     train_two_tower,
 )
 from tests.conftest import CONFIGS
@@ -25,8 +23,8 @@ from tests.training.retrieval_helpers import prepared_movielens
 
 
 @pytest.fixture(scope="module")
-def ml(tmp_path_factory):
-    return prepared_movielens(tmp_path_factory.mktemp("retrieval"))
+def ml(ml_100k, tmp_path_factory):
+    return prepared_movielens(ml_100k, tmp_path_factory.mktemp("retrieval"))
 
 
 def test_two_tower_loss_decreases_and_beats_chance_on_movielens(ml):

@@ -9,11 +9,17 @@ import pytest
 from plexrec.cli.main import main
 from plexrec.features.errors import ConfigError
 from plexrec.training.launch import LaunchOptions, run_train
-from tests.conftest import CONFIGS, CRITEO_10K
+from tests.conftest import CONFIGS
+from tests.features.helpers import criteo_line, write_lines
+
+
+def _one_row(tmp_path: Path) -> Path:
+    """An input of one row: every check below fails before a row is read."""
+    return write_lines(tmp_path / "train.txt", [criteo_line()])
 
 
 def _options(tmp_path: Path, *overrides: str) -> LaunchOptions:
-    return LaunchOptions(config=CONFIGS / "criteo_dlrm.toml", data=str(CRITEO_10K),
+    return LaunchOptions(config=CONFIGS / "criteo_dlrm.toml", data=str(_one_row(tmp_path)),
                          overrides=[f"train.run_dir={tmp_path / 'run'}",
                                     f"data.cache_dir={tmp_path / 'prepared'}", *overrides])
 
@@ -44,7 +50,7 @@ def test_unknown_sharding_table_rejected_before_training(tmp_path: Path) -> None
 
 def test_cli_prints_error_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = main(["train", "--config", str(CONFIGS / "criteo_dlrm.toml"), "--data",
-                 str(CRITEO_10K), "--set", "optim.dense_optimizer=\"lion\"",
+                 str(_one_row(tmp_path)), "--set", "optim.dense_optimizer=\"lion\"",
                  "--set", f"train.run_dir={tmp_path}"])
     assert code == 2
     err = capsys.readouterr().err

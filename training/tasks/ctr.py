@@ -1,0 +1,92 @@
+"""Click-through-rate ranking: a ranking model (models/ranking.py: DLRM, DCN-v2) over one
+embedding layout, trained on log loss and judged by AUC."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plexrec.features.batching import BatchLoader
+from plexrec.features.errors import ConfigError
+from plexrec.models.layouts import LayoutConfig, build_layout, specs_from_prepared
+from plexrec.models.ranking import RANKING_MODELS, build_ranking_model
+from plexrec.training.config import RunConfig
+from plexrec.training.metrics import BinaryEvaluator
+from plexrec.training.task import BuiltModel, Evaluator, Loader
+
+METRIC_NAMES = ("auc", "logloss", "calibration", "ne")
+
+
+class _BinaryEval:
+    def __init__(self) -> None:
+        self._inner = BinaryEvaluator()
+
+    def update(self, batch: Any, output: torch.Tensor) -> None:
+        self._inner.update(output, batch.labels)
+
+    def compute(self) -> dict[str, float]:
+        return self._inner.compute()
+
+
+class CtrTask:
+    """Click-through-rate ranking: a DLRM / DCN-v2 over one embedding layout, log loss, AUC."""
+
+    name = "ctr"
+    primary_metric = "auc"
+    metric_names: tuple[str, ...] = METRIC_NAMES
+    model_kinds: tuple[str, ...] = tuple(RANKING_MODELS)
+
+    def __init__(self) -> None:
+        self._feature_list: list[str] | None = None
+
+    def _features(self, cfg: RunConfig, data: Any) -> list[str]:
+        return list(cfg.data.features) or list(data.sparse_names)
+
+    def validate(self, cfg: RunConfig, data: Any) -> None:
+        missing = [f for f in cfg.data.features if f not in data.sparse_names]
+        if missing:
+            raise ConfigError(f"{cfg.source} [data] features: {', '.join(missing)} not among the "
+                              f"sparse features of the schema ({', '.join(data.sparse_names)})")
+
+    def layout(self, cfg: RunConfig, data: Any) -> Any:
+        config = LayoutConfig.from_dict(cfg.layout, f"{cfg.source} [layout]")
+        return build_layout(specs_from_prepared(data, self._features(cfg, data)), config)
+
+    def build(self, cfg: RunConfig, data: Any, device: str | torch.device) -> BuiltModel:
+        layout = self.layout(cfg, data)
+        module = build_ranking_model(cfg.model.kind, layout.module(device), layout.feature_names,
+                                     layout.dim, len(data.dense_names), cfg.model)
+        return BuiltModel(module=module, report=list(layout.report()),
+                          embedding_params=int(layout.total_params),
+                          embedding_bytes=int(layout.total_bytes),
+                          table_names=[t.name for t in layout.table_configs()],
+                          describe=layout.describe())
+
+    def loader(self, data: Any, rows: np.ndarray, *, batch_size: int, shuffle: bool, seed: int,
+               rank: int, world_size: int, drop_last: bool) -> Loader:
+        return BatchLoader(data, rows, batch_size, shuffle=shuffle, seed=seed, rank=rank,
+                           world_size=world_size, drop_last=drop_last,
+                           features=self._feature_list)
+
+    def configure(self, cfg: RunConfig, data: Any) -> CtrTask:
+        self._feature_list = self._features(cfg, data)
+        return self
+
+    def forward(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        return model(batch.dense_features, batch.sparse_features)
+
+    def loss(self, batch: Any, output: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(output, batch.labels)
+
+    def batch_size(self, batch: Any) -> int:
+        return int(batch.labels.shape[0])
+
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        return batch if device.type == "cpu" else batch.to(device, non_blocking=True)
+
+    def evaluator(self) -> Evaluator:
+        return _BinaryEval()
