@@ -38,12 +38,12 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from bench.samples import CRITEO_10K, ML_100K  # noqa: E402
+from plexrec.models.layout_registry import LAYOUTS  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 TARGET_FRACTION = 1 / 16
 TARGET_MAX_LOSS = 0.002
 TARGET_LAYOUTS = ("unified", "mixed_dim")
-LAYOUTS = ("per_feature", "mixed_dim", "unified", "qr")
 FRACTIONS = (1.0, 0.25, 0.0625, 1 / 64)
 SEEDS = (0, 1, 2)
 QUICK_STEPS = 30

@@ -9,6 +9,7 @@ import sys
 from plexrec import __version__
 from plexrec.features.errors import PlexrecError
 from plexrec.features.logs import configure_logging
+from plexrec.training import third_party_warnings
 
 # Each module defines register(subparsers), adding parsers whose `func(args) -> int` runs them.
 COMMAND_MODULES = ("plexrec.cli.data", "plexrec.cli.train", "plexrec.cli.export",
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(verbose=args.verbose)
+    third_party_warnings.silence()
     try:
         return int(args.func(args) or 0)
     except PlexrecError as exc:

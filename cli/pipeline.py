@@ -149,12 +149,12 @@ def run_demo(config: DemoConfig) -> DemoSummary:
         "train", "--config", str(ctr_config), "--data", str(ctr_data), "--layout", config.layout,
         "--nproc", str(config.nproc), "--set", f"train.epochs={config.ctr_epochs}",
         "--set", f"data.batch_size={config.ctr_batch_size}",
-        "--set", f"train.run_dir={work / 'runs' / 'ctr'}", *quiet)
+        "--set", f"train.runs_root={work / 'runs'}", *quiet)
     summary.two_tower = stage(
         "train the two-tower retrieval model", "train", "--config", str(tt_config),
         "--data", str(tt_data), "--nproc", "1",
         "--set", f"train.epochs={config.two_tower_epochs}",
-        "--set", f"train.run_dir={work / 'runs' / 'two_tower'}", *quiet)
+        "--set", f"train.runs_root={work / 'runs'}", *quiet)
     summary.snapshot = stage("export the vector snapshot", "export", "--run",
                              summary.two_tower["run_id"], "--out", str(work / "snapshots"))
 

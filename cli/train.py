@@ -8,6 +8,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from plexrec.models.layout_registry import LAYOUTS
+from plexrec.training.run_dirs import LATEST
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model with TorchRec (sharded embeddings)",
@@ -20,11 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="address of node 0, reachable from every node")
     p.add_argument("--master-port", type=int, default=0, help="0: a free port (single node)")
     p.add_argument("--data", help="raw input file/dir (prepared on the fly) or a prepared cache")
-    p.add_argument("--layout", help="per_feature | mixed_dim | unified (overrides [layout] kind)")
+    p.add_argument("--layout", choices=tuple(LAYOUTS),
+                   help=f"{' | '.join(LAYOUTS)} (overrides [layout] kind)")
     p.add_argument("--embedding-budget", help='e.g. "8MB" or a parameter count')
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field by dotted path, e.g. train.epochs=2")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--resume", nargs="?", const=LATEST, default=None, metavar="RUN",
+                   help="continue a run from its latest checkpoint: a run id, a run directory, "
+                   f"or '{LATEST}' (the newest unfinished run of the experiment) when no value "
+                   "is given; with train.run_dir set, that run")
     p.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
     p.set_defaults(func=run)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import tomllib
+import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -116,14 +117,18 @@ def _wants_str(cls: Any, name: str) -> bool:
     if not fields or name not in fields:
         return False
     tp = fields[name].annotation
-    return tp is str or str in typing.get_args(tp) and int not in typing.get_args(tp)
+    if tp is str:
+        return True
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    return union and str in typing.get_args(tp) and int not in typing.get_args(tp)
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str],
                     root: type[BaseModel] | None = None) -> dict[str, Any]:
     """`dotted.key=value` overrides applied to a raw TOML table. Keys are checked against `root`
     as far as its sections are fixed models; the types are checked when the result is parsed.
-    A value for a string field stays the literal text (`--set mlflow.run_name=2024`)."""
+    A string field takes a quoted TOML string or else the literal text
+    (`--set mlflow.run_name=2024` is the string "2024")."""
     out = copy.deepcopy(dict(raw))
     for item in overrides:
         if "=" not in item:
@@ -140,7 +145,9 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str],
                 raise ConfigError(f"--set {key}: unknown key {part!r} "
                                   f"(known: {', '.join(sorted(fields))})")
             if depth == len(parts) - 1:
-                table[part] = text if _wants_str(cls, part) else parse_literal(text)
+                value = parse_literal(text)
+                table[part] = (value if isinstance(value, str) else text) if _wants_str(
+                    cls, part) else value
                 break
             nxt = table.setdefault(part, {})
             if not isinstance(nxt, dict):

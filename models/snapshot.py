@@ -103,10 +103,13 @@ def _check_unique(ids: np.ndarray, where: str) -> np.ndarray:
 def write_snapshot(out_dir: str | Path, *, users: tuple[np.ndarray, np.ndarray] | None,
                    items: tuple[np.ndarray, np.ndarray], run_id: str,
                    metrics: dict | None = None, extra_files: dict[str, Path] | None = None,
-                   version: str | None = None, user_tower_path: str | Path | None = None) -> Path:
+                   version: str | None = None, user_tower_path: str | Path | None = None,
+                   training: dict[str, Any] | None = None) -> Path:
     """Writes `out_dir/<version>/` atomically (temp dir + rename), so a reader never sees half a
     snapshot; rewriting an identical version is a no-op and returns the existing directory.
-    `user_tower_path` is shorthand for extra_files={"user_tower.pt": path} (docs/DESIGN.md)."""
+    `user_tower_path` is shorthand for extra_files={"user_tower.pt": path} (docs/DESIGN.md);
+    `training` (run directory, checkpoint step) goes into the manifest as where the vectors
+    came from."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pairs = {"user": users, "item": items}
@@ -148,6 +151,7 @@ def write_snapshot(out_dir: str | Path, *, users: tuple[np.ndarray, np.ndarray] 
             "entities": entities,
             "files": files,
             "metrics": dict(metrics or {}),
+            "training": dict(training or {}),
             "user_tower": "user_tower.pt" if "user_tower.pt" in extra else None,
             "user_features": "user_features.json" if "user_features.json" in extra else None,
             "created_at": datetime.now(UTC).isoformat(),

@@ -5,7 +5,7 @@ and other services. gRPC failures surface as ServingError carrying the status co
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import grpc
 import numpy as np
@@ -47,7 +47,7 @@ def decode_embeddings(response: pb.GetEmbeddingsResponse) -> Embeddings:
 
 def _entity(entity: str | int) -> pb.Entity:
     if isinstance(entity, int):
-        return pb.Entity(entity)
+        return cast(pb.Entity, entity)
     try:
         return ENTITIES[entity.lower()]
     except KeyError:

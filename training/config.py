@@ -1,17 +1,15 @@
-"""Run configuration: typed dataclasses read from TOML, with `--set a.b=value` overrides typed by the
-dataclass field, so a typo or a wrong type stops the run before any process is started."""
+"""Run configuration: typed sections (features.config.Section) read from TOML, with
+`--set a.b=value` overrides typed by the field they land on, so a typo or a wrong type stops the
+run before any process is started. `[layout]` and `[retrieval]` stay raw tables here: the layout
+and the retrieval task own and parse them."""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import tomllib
-import types
-import typing
-from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
 from typing import Any
 
+from plexrec.features.config import Section, apply_overrides, load_toml, parse_section
 from plexrec.features.errors import ConfigError
 
 DEVICES = ("cpu", "cuda")
@@ -20,32 +18,33 @@ DENSE_OPTIMIZERS = ("adam", "adagrad", "sgd")
 EMBEDDING_OPTIMIZERS = ("rowwise_adagrad",)
 
 
-@dataclass
-class DataConfig:
-    schema: str = ""
-    path: str = ""
-    batch_size: int = 512
-    eval_batch_size: int = 4096
-    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    split_seed: int = 0
-    by_time: bool = False
-    features: list[str] = field(default_factory=list)
-    on_bad_row: str = "error"
-    cache_dir: str = ""
+# `schema` is the natural key name; it shadows pydantic's deprecated BaseModel.schema().
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
+
+    class DataConfig(Section):
+        schema: str = ""  # type: ignore[assignment]
+        path: str = ""
+        batch_size: int = 512
+        eval_batch_size: int = 4096
+        split: list[float] = [0.8, 0.1, 0.1]
+        split_seed: int = 0
+        by_time: bool = False
+        features: list[str] = []
+        on_bad_row: str = "error"
+        cache_dir: str = ""
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(Section):
     kind: str = "dlrm"
-    bottom_mlp: list[int] = field(default_factory=lambda: [64])
-    top_mlp: list[int] = field(default_factory=lambda: [64, 32])
+    bottom_mlp: list[int] = [64]
+    top_mlp: list[int] = [64, 32]
     cross_layers: int = 3
     cross_rank: int = 16
-    deep_mlp: list[int] = field(default_factory=lambda: [128, 64])
+    deep_mlp: list[int] = [128, 64]
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(Section):
     embedding_optimizer: str = "rowwise_adagrad"
     embedding_lr: float = 0.05
     embedding_eps: float = 1e-8
@@ -59,8 +58,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     epochs: int = 1
     max_steps: int = 0
     eval_every: int = 0
@@ -68,158 +66,49 @@ class TrainConfig:
     keep_checkpoints: int = 2
     patience: int = 0
     seed: int = 0
-    run_dir: str = "runs/default"
+    run_dir: str = ""
+    runs_root: str = "runs"
     device: str = "cpu"
     log_every: int = 20
 
 
-@dataclass
-class ShardingConfig:
-    default: list[str] = field(default_factory=list)
-    tables: dict[str, list[str]] = field(default_factory=dict)
+class ShardingConfig(Section):
+    default: list[str] = []
+    tables: dict[str, list[str]] = {}
 
 
-@dataclass
-class MlflowConfig:
+class MlflowConfig(Section):
     enabled: bool = True
     experiment: str = "plexrec"
     registered_model: str = ""
+    register_alias: str = ""
     log_model: bool = True
     run_name: str = ""
 
 
-@dataclass
-class RunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    layout: dict[str, Any] = field(default_factory=dict)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    sharding: ShardingConfig = field(default_factory=ShardingConfig)
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-    retrieval: dict[str, Any] = field(default_factory=dict)
+class RunConfig(Section):
+    data: DataConfig = DataConfig()
+    layout: dict[str, Any] = {}
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    sharding: ShardingConfig = ShardingConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    retrieval: dict[str, Any] = {}
     source: str = "<memory>"
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out.pop("source")
-        return out
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Checks `value` against the annotation `tp` (ints widen to floats); raises naming `where`."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for arm in typing.get_args(tp):
-            try:
-                return _coerce(value, arm, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if origin is list:
-        (item_tp,) = typing.get_args(tp) or (Any,)
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        key_tp, val_tp = typing.get_args(tp) or (str, Any)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return {_coerce(k, key_tp, where): _coerce(v, val_tp, f"{where}.{k}")
-                for k, v in value.items()}
-    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if tp is type(None) and value is None:
-        return None
-    if isinstance(tp, type) and isinstance(value, tp) and not (
-            isinstance(value, bool) and tp is not bool):
-        return value
-    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-
-
-def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a table, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(names))})")
-    kwargs = {}
-    for name, value in raw.items():
-        tp = hints[name]
-        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, f"{where}.{name}")
-        else:
-            kwargs[name] = _coerce(value, tp, f"{where}.{name}")
-    return cls(**kwargs)
-
-
-def _parse_literal(text: str) -> Any:
-    """A `--set` value is read as a TOML value (`3`, `0.1`, `true`, `[64, 32]`, `"x"`); anything
-    that is not valid TOML is taken as a bare string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Applies `dotted.key=value` overrides to the raw TOML table, checking each key exists."""
-    raw = copy.deepcopy(raw)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key, text = item.split("=", 1)
-        parts = key.strip().split(".")
-        cls: Any = RunConfig
-        table = raw
-        for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
-            if cls is not None:
-                hints = typing.get_type_hints(cls)
-                if part not in hints or part == "source":
-                    raise ConfigError(f"--set {key}: unknown key {part!r}")
-                tp = hints[part]
-                if last:
-                    value = _parse_literal(text)
-                    if tp is str and not isinstance(value, str):
-                        value = text
-                    table[part] = _coerce(value, tp, f"--set {key}")
-                    break
-                cls = tp if dataclasses.is_dataclass(tp) else None
-            elif last:
-                table[part] = _parse_literal(text)
-                break
-            table = table.setdefault(part, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a table")
-    return raw
+        return self.model_dump(exclude={"source"})
 
 
 def parse_config(raw: dict[str, Any], source: str = "<memory>") -> RunConfig:
-    cfg = _build(RunConfig, {k: v for k, v in raw.items()}, source)
-    cfg.source = source
+    cfg = parse_section(RunConfig, {**raw, "source": source}, source)
     check_values(cfg)
     return cfg
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(load_toml(path), overrides or [], RunConfig)
     return parse_config(raw, source=str(path))
 
 

@@ -118,7 +118,8 @@ def script_tower(tower: PaddedUserTower, path: Path) -> Path:
 
 
 def export_snapshot(parts: TwoTowerParts, data: Any, out_dir: str | Path, *, run_id: str,
-                    metrics: dict[str, float] | None = None) -> ExportResult:
+                    metrics: dict[str, float] | None = None,
+                    training: dict[str, Any] | None = None) -> ExportResult:
     """Vectors of all vocabulary users (each from their latest row) and items, the scripted user
     tower and its contract, written as one snapshot version under `out_dir`."""
     user_key, item_key = key_names(data)
@@ -133,7 +134,7 @@ def export_snapshot(parts: TwoTowerParts, data: Any, out_dir: str | Path, *, run
         contract_path.write_text(json.dumps(user_contract(data, parts), indent=1) + "\n")
         path = write_snapshot(out_dir, users=(external_ids(data, user_key, users), user_vecs),
                               items=(external_ids(data, item_key, items), item_vecs),
-                              run_id=run_id, metrics=metrics or {},
+                              run_id=run_id, metrics=metrics or {}, training=training,
                               extra_files={TOWER_FILE: tower_path, CONTRACT_FILE: contract_path})
     manifest = json.loads((path / "manifest.json").read_text())
     return ExportResult(snapshot=path, version=manifest["version"], users=len(users),
@@ -151,6 +152,12 @@ class TrainedRun:
     checkpoint: Path
     run_id: str
     metrics: dict[str, float]
+
+    def provenance(self) -> dict[str, Any]:
+        """What the snapshot manifest records of its source: run directory and checkpoint."""
+        step = json.loads((self.checkpoint / "meta.json").read_text()).get("step")
+        return {"run_dir": str(self.run_dir), "checkpoint": self.checkpoint.name,
+                "checkpoint_step": step}
 
 
 def run_dir_of(run_id: str) -> Path:
@@ -252,7 +259,7 @@ def export_run(out_dir: str | Path, *, run_id: str | None = None,
     path = Path(checkpoint) if checkpoint is not None else run_dir_of(run_id or "")
     trained = load_trained(path, run_id)
     result = export_snapshot(trained.parts, trained.data, out_dir, run_id=trained.run_id,
-                             metrics=trained.metrics)
+                             metrics=trained.metrics, training=trained.provenance())
     if run_id is not None or _read_text(trained.run_dir / "mlflow_run_id"):
         log_snapshot(trained.run_id, result.snapshot)
     return result

@@ -16,6 +16,7 @@ from typing import Any
 
 from plexrec.features.errors import ConfigError, PlexrecError
 from plexrec.training.config import RunConfig, load_config
+from plexrec.training.run_dirs import default_cache_dir, run_dir_for
 from plexrec.training.sharding import check_constraints, check_sharding_types
 from plexrec.training.tasks import check_model_kind, task_for
 from plexrec.training.trainer import RunSpec
@@ -35,7 +36,7 @@ class LaunchOptions:
     layout: str | None = None
     embedding_budget: str | None = None
     overrides: list[str] = field(default_factory=list)
-    resume: bool = False
+    resume: str | None = None
     quiet: bool = False
 
 
@@ -66,7 +67,7 @@ def load_run_config(opts: LaunchOptions) -> RunConfig:
                          if not opts.embedding_budget.isdigit()
                          else f"layout.budget={opts.embedding_budget}")
     if opts.data:
-        overrides.append(f"data.path={json.dumps(str(opts.data))}")
+        overrides.append(f"data.path={opts.data}")
     return load_config(opts.config, overrides)
 
 
@@ -80,6 +81,9 @@ def check_static(cfg: RunConfig, opts: LaunchOptions) -> None:
             raise ConfigError(f"{cfg.source} [train] device = \"cuda\" but no CUDA device is "
                               "available")
     check_sharding_types(cfg)
+    if opts.nnodes > 1 and not cfg.train.run_dir:
+        raise ConfigError("--nnodes > 1: every node must write one run directory; pass "
+                          "--set train.run_dir=<a directory on storage all nodes share>")
     if opts.nproc < 1 or opts.nnodes < 1 or not 0 <= opts.node_rank < opts.nnodes:
         raise ConfigError(f"bad process layout: --nproc {opts.nproc} --nnodes {opts.nnodes} "
                           f"--node-rank {opts.node_rank}")
@@ -119,7 +123,8 @@ def prepare_data(cfg: RunConfig, config_path: Path, quiet: bool) -> Path:
                           "schema TOML")
     schema = load_schema(_resolve(cfg.data.schema, config_path))
     _check_schema_features(cfg, schema)
-    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.train.run_dir) / "prepared"
+    cache = (Path(cfg.data.cache_dir) if cfg.data.cache_dir
+             else default_cache_dir(cfg, data_path, schema.name))
     result = prepare(schema, data_path, cache, on_bad_row=cfg.data.on_bad_row,
                      progress=not quiet)
     log.info("prepared data: %s (%d rows%s)", result.out_dir, result.num_rows,
@@ -143,15 +148,15 @@ def build_spec(opts: LaunchOptions) -> RunSpec:
     check_static(cfg, opts)
     prepared = prepare_data(cfg, Path(opts.config), opts.quiet)
     check_with_data(cfg, prepared)
-    run_dir = Path(cfg.train.run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_dir_for(cfg, opts.resume)
     text = Path(opts.config).read_text()
     if opts.overrides:
         text += "\n# overrides: " + " ".join(opts.overrides) + "\n"
     raw = cfg.to_dict()
     raw["train"]["run_dir"] = str(run_dir)
     return RunSpec(config=raw, source=cfg.source, prepared_dir=str(prepared.resolve()),
-                   run_dir=str(run_dir), resume=opts.resume, quiet=opts.quiet, config_text=text)
+                   run_dir=str(run_dir), resume=opts.resume is not None, quiet=opts.quiet,
+                   config_text=text)
 
 
 def torchrun_command(opts: LaunchOptions, spec_path: Path, port: int) -> list[str]:

@@ -3,11 +3,14 @@ project directory (`.plexrec/mlflow.db`), which works offline and needs no serve
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,66 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+# What a logged model needs to load on a CPU machine; torchrec goes in without its CUDA
+# dependency (README), which pip requirements cannot say, so the model lists it last.
+_REQUIREMENTS = ("torch", "fbgemm-gpu-cpu", "torchrec", "numpy")
+
+
+def pinned_requirements() -> list[str]:
+    """The installed versions of the packages a logged model needs, pinned."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in _REQUIREMENTS:
+        try:
+            out.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def source_tags() -> dict[str, str]:
+    """mlflow.source.* tags: the entry point and, inside a git checkout, the commit."""
+    import subprocess
+    import sys
+
+    from mlflow.utils.mlflow_tags import (
+        MLFLOW_GIT_COMMIT,
+        MLFLOW_SOURCE_NAME,
+        MLFLOW_SOURCE_TYPE,
+    )
+
+    tags = {MLFLOW_SOURCE_NAME: "plexrec train", MLFLOW_SOURCE_TYPE: "LOCAL",
+            "plexrec.argv": " ".join(sys.argv[1:])[:4000]}
+    try:
+        commit = subprocess.run(["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return tags
+    if commit.returncode == 0 and commit.stdout.strip():
+        tags[MLFLOW_GIT_COMMIT] = commit.stdout.strip()
+    return tags
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Runs started together against one new SQLite store would race on its schema migration
+    and on creating the experiment (both fail); a lock file beside the database serialises
+    that first contact. Server stores need none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _experiment_artifacts(experiment: str) -> str | None:
     root = artifact_root(tracking_uri())
     return None if root is None else f"{root}/{experiment}"
@@ -68,15 +131,18 @@ class Tracker:
 
         logging.getLogger("alembic").setLevel(logging.WARNING)
         mlflow.set_tracking_uri(tracking_uri())
-        self._client = MlflowClient()
-        if run_id is None:
-            exp = self._client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self._client.create_experiment(
-                experiment, artifact_location=_experiment_artifacts(experiment))
-            run = self._client.create_run(exp_id, run_name=run_name or None)
-            run_id = run.info.run_id
-        else:
-            self._client.update_run(run_id, status="RUNNING")
+        with _store_lock(tracking_uri()):
+            self._client = MlflowClient()
+            if run_id is None:
+                exp = self._client.get_experiment_by_name(experiment)
+                exp_id = exp.experiment_id if exp else self._client.create_experiment(
+                    experiment, artifact_location=_experiment_artifacts(experiment),
+                    tags={EXPERIMENT_KIND_TAG: "custom_model_development"})
+                run = self._client.create_run(exp_id, run_name=run_name or None,
+                                              tags=source_tags())
+                run_id = run.info.run_id
+            else:
+                self._client.update_run(run_id, status="RUNNING")
         self.run_id = run_id
         return run_id
 
@@ -150,18 +216,23 @@ class Tracker:
         plt.close(fig)
         self.log_file(out)
 
-    def log_model(self, module: Any, registered_name: str) -> None:
-        """The unsharded model, loadable with mlflow.pytorch.load_model; registered when named."""
+    def log_model(self, module: Any, registered_name: str = "", alias: str = "",
+                  signature: Any = None) -> None:
+        """The unsharded model, loadable with mlflow.pytorch.load_model, with the pinned CPU
+        stack as its requirements; registered only when a name is given (opt-in), and then
+        tagged with `alias` (e.g. "champion": models:/<name>@champion)."""
         if not self.run_id:
             return
         import mlflow
-        import torch
 
         with mlflow.start_run(run_id=self.run_id):
-            mlflow.pytorch.log_model(
+            info = mlflow.pytorch.log_model(
                 module, name="model", registered_model_name=registered_name or None,
-                serialization_format="pickle",
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchrec"])
+                serialization_format="pickle", signature=signature,
+                pip_requirements=pinned_requirements())
+        if registered_name and alias:
+            version = info.registered_model_version
+            self._client.set_registered_model_alias(registered_name, alias, str(version))
 
     def finish(self, status: str = "FINISHED") -> None:
         if self.run_id:

@@ -348,8 +348,11 @@ class Trainer:
             self.tracker.log_curve(s.history, self.run_dir / "learning_curve.png",
                                    f"val_{self.task.primary_metric}")
             if self.cfg.mlflow.log_model:
+                signature = getattr(self.task, "signature", None)
                 self.tracker.log_model(model if model is not None else self._unsharded_model(),
-                                       self.cfg.mlflow.registered_model)
+                                       self.cfg.mlflow.registered_model,
+                                       self.cfg.mlflow.register_alias,
+                                       signature(self.data) if signature else None)
             self.tracker.finish()
         return result
 

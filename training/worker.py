@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 from plexrec.features.errors import PlexrecError
 from plexrec.features.logs import configure_logging
+from plexrec.training import third_party_warnings
 from plexrec.training.trainer import RunSpec, Trainer
 
 
@@ -36,6 +37,7 @@ def backend_for(device: str) -> str:
 def run_worker(spec: RunSpec, init_method: str | None = None) -> dict[str, Any] | None:
     """Initialises the process group (from torchrun's env, or `init_method` for one process),
     trains, and tears the group down."""
+    third_party_warnings.silence()
     backend = backend_for(spec.config.get("train", {}).get("device", "cpu"))
     if init_method:
         dist.init_process_group(backend, init_method=init_method, rank=0, world_size=1,

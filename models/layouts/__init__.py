@@ -3,9 +3,8 @@ multi-probe tables and quotient-remainder tables, each under an optional paramet
 
 from __future__ import annotations
 
-from plexrec.features.errors import ConfigError
+from plexrec.models.layout_registry import LAYOUTS, layout_class
 from plexrec.models.layouts.base import (
-    KINDS,
     EmbeddingLayout,
     LayoutConfig,
     LayoutModule,
@@ -19,25 +18,16 @@ from plexrec.models.layouts.per_feature import PerFeatureLayout
 from plexrec.models.layouts.qr import QRLayout
 from plexrec.models.layouts.unified import UnifiedLayout
 
-_LAYOUTS: dict[str, type[EmbeddingLayout]] = {
-    "per_feature": PerFeatureLayout,
-    "mixed_dim": MixedDimLayout,
-    "unified": UnifiedLayout,
-    "qr": QRLayout,
-}
-
 
 def build_layout(specs: list[SparseFeatureSpec], config: LayoutConfig) -> EmbeddingLayout:
     """The layout `config.kind` for these features, honouring `config.budget`."""
-    if config.kind not in _LAYOUTS:
-        raise ConfigError(
-            f"layout: unknown layout kind {config.kind!r} (valid: {', '.join(KINDS)})")
     config.validate("layout")
-    return _LAYOUTS[config.kind](list(specs), config)
+    layout: EmbeddingLayout = layout_class(config.kind)(list(specs), config)
+    return layout
 
 
 __all__ = [
-    "KINDS",
+    "LAYOUTS",
     "Budget",
     "EmbeddingLayout",
     "LayoutConfig",

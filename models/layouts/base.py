@@ -17,9 +17,9 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTens
 
 from plexrec.features.errors import ConfigError
 from plexrec.features.hashing import hash_ids_np, hash_ids_torch, hash_strings
+from plexrec.models.layout_registry import check_layout_kind
 from plexrec.models.layouts.budget import BYTES_PER_PARAM, Budget, parse_budget
 
-KINDS = ("per_feature", "mixed_dim", "unified", "qr")
 POOLINGS = ("sum", "mean")
 
 
@@ -79,9 +79,7 @@ class LayoutConfig:
     def validate(self, where: str = "layout") -> None:
         """Reject bad values, naming the key and value. Settings of another kind are only
         range-checked, so e.g. per_feature with dim 5 is fine despite the default probes = 2."""
-        if self.kind not in KINDS:
-            raise ConfigError(
-                f"{where}: unknown layout kind {self.kind!r} (valid: {', '.join(KINDS)})")
+        check_layout_kind(self.kind, where)
         if self.dim < 1:
             raise ConfigError(f"{where}: dim = {self.dim} must be >= 1")
         if self.probes < 1:

@@ -167,12 +167,11 @@ def test_empty_input_is_an_error(tmp_path: Path) -> None:
         prepare(csv_schema(), path, tmp_path / "c", progress=False)
 
 
-def test_schema_missing_column_from_prepare(tmp_path: Path) -> None:
+def test_schema_missing_column_from_prepare(tmp_path: Path, ml_100k: Path) -> None:
     raw = {"dataset": {"name": "m", "format": "movielens"}, "label": {"column": "stars"},
            "features": [{"name": "user_id", "kind": "categorical", "min_count": 1}]}
     with pytest.raises(Exception, match="'stars'") as exc:
-        prepare(parse_schema(raw, "m.toml"), CONFIGS.parent.parent / "shared" / "data" /
-                "ml-100k", tmp_path / "c", progress=False)
+        prepare(parse_schema(raw, "m.toml"), ml_100k, tmp_path / "c", progress=False)
     assert "m.toml" in str(exc.value)
 
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from plexrec.models.layout_registry import LAYOUTS
 from tests.models.dmp_harness import DIM, STEPS, run_dmp
 
-KINDS = ("per_feature", "mixed_dim", "unified", "qr")
+KINDS = tuple(LAYOUTS)
 SHARDINGS = ("table_wise", "column_wise", "data_parallel")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -78,6 +76,6 @@ def test_search_effort_is_raised_until_target_recall() -> None:
     assert isinstance(index, FaissIndex)
     assert index.effort > 1 and index.metrics["index_search_effort"] == index.effort
     assert index.metrics["index_recall_at_100"] >= 0.95
-    capped = build_index(items, dataclasses.replace(config, max_search_effort=1),
+    capped = build_index(items, config.model_copy(update={"max_search_effort": 1}),
                          sample_queries=queries)
     assert capped.effort == 1 and capped.metrics["index_recall_at_100"] < 0.95

@@ -53,3 +53,24 @@ def test_config_toml_with_overrides(tmp_path: Path) -> None:
     path.write_text("max_k = 0\n")
     with pytest.raises(ConfigError, match="max_k"):
         load_server_config(path)
+
+
+@pytest.mark.parametrize(("toml", "needle"), [
+    ("max_ids = 2.5\n", "max_ids = 2.5"),
+    ('port = "80x"\n', "port = '80x'"),
+    ("port = 70000\n", "port = 70000"),
+    ('[index]\nkind = "annoy"\n', r"\[index\] kind = 'annoy'"),
+    ("redis_timeout_s = 0\n", "redis_timeout_s = 0"),
+    ("[index]\nexact_threshold = true\n", r"\[index\] exact_threshold = True"),
+])
+def test_config_errors_name_file_key_and_value(tmp_path: Path, toml: str, needle: str) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=needle) as exc:
+        load_server_config(path)
+    assert str(exc.value).startswith(str(path))
+
+
+def test_config_repr_hides_the_redis_password() -> None:
+    cfg = load_server_config(None, redis_url="redis://:hunter2@127.0.0.1:6379/0")
+    assert "hunter2" not in repr(cfg) and "hunter2" not in str(cfg)

@@ -11,8 +11,12 @@ from pathlib import Path
 from tests.conftest import REPO
 
 
+def plexrec_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "plexrec.cli.main", *args]
+
+
 def train_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "plexrec.cli.main", "train", "--quiet", *args]
+    return plexrec_cmd("train", "--quiet", *args)
 
 
 def train_env(mlflow_uri: str | None = None) -> dict[str, str]:

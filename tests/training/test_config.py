@@ -35,8 +35,8 @@ def test_overrides_are_typed_by_the_dataclass() -> None:
 @pytest.mark.parametrize(("override", "needle"), [
     ("train.epoch=3", "'epoch'"),
     ("nosuch.key=1", "'nosuch'"),
-    ("train.epochs=many", "train.epochs"),
-    ("model.top_mlp=3", "model.top_mlp"),
+    ("train.epochs=many", "[train] epochs = 'many'"),
+    ("model.top_mlp=3", "[model] top_mlp = 3"),
     ("train.epochs", "key=value"),
 ])
 def test_bad_override_names_the_key(override: str, needle: str) -> None:

@@ -18,8 +18,8 @@ from tests.conftest import CONFIGS, REPO, per_input
 from tests.training.helpers import run_train, train_cmd, train_env
 
 # Floors on the look-alike, measured there (its planted signal is weaker than the real one's).
-SYNTH_VAL_AUC = 0.0
-SYNTH_TEST_AUC = 0.0
+SYNTH_VAL_AUC = 0.53  # measured 0.561 (test 0.608) at seed 0
+SYNTH_TEST_AUC = 0.55
 
 # Small and quick, but enough steps that a kill lands mid-run: 31 steps per epoch at 2 x 128.
 def _common(data: Path) -> list[str]:

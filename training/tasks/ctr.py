@@ -88,5 +88,17 @@ class CtrTask:
     def to_device(self, batch: Any, device: torch.device) -> Any:
         return batch if device.type == "cpu" else batch.to(device, non_blocking=True)
 
+    def signature(self, data: Any) -> Any:
+        """The logged model's inputs: [B, dense] floats and the KeyedJaggedTensor's values and
+        lengths (feature-major, `data.sparse_names` order); output: one logit per row."""
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, len(data.dense_names)), "dense"),
+                         TensorSpec(np.dtype(np.int64), (-1,), "sparse_values"),
+                         TensorSpec(np.dtype(np.int32), (-1,), "sparse_lengths")])
+        return ModelSignature(inputs=inputs,
+                              outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,), "logit")]))
+
     def evaluator(self) -> Evaluator:
         return _BinaryEval()
