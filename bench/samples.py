@@ -1,12 +1,10 @@
-"""Where the benchmarks find the real samples: the folder named by `PLEXREC_DATA`, else
-`../shared/data` beside the repository (the samples' terms forbid copying them into it)."""
+"""Where the benchmarks find the real samples (features/sample_data.py: `PLEXREC_DATA`, else
+`../shared/data` beside the repository)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from plexrec.features import sample_data
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("PLEXREC_DATA", REPO.parent / "shared" / "data"))
-CRITEO_10K = DATA_DIR / "criteo-kaggle-10k" / "train.txt"
-ML_100K = DATA_DIR / "ml-100k"
+DATA_DIR = sample_data.sample_data_dir()
+CRITEO_10K = DATA_DIR / sample_data.CRITEO_10K
+ML_100K = DATA_DIR / sample_data.ML_100K

@@ -21,7 +21,8 @@ class Progress:
                  enabled: bool = True, every_s: float = 10.0, **bar: Any) -> None:
         self.desc, self.total, self.unit, self.every_s = desc, total, unit, every_s
         self.enabled = enabled
-        self.done = 0.0
+        self.done = float(bar.get("initial", 0))
+        self.postfix = ""
         self.t0 = self.last = time.perf_counter()
         self.bar = (tqdm(total=total, unit=f" {unit}", desc=desc, **bar)
                     if enabled and sys.stderr.isatty() else None)
@@ -33,17 +34,28 @@ class Progress:
         elif self.enabled and time.perf_counter() - self.last >= self.every_s:
             self._line()
 
+    def set_postfix(self, **values: str) -> None:
+        """Figures shown after the count (loss, rate...), on the bar or in the next line."""
+        if self.bar is not None:
+            self.bar.set_postfix(**values)
+        self.postfix = " ".join(f"{k}={v}" for k, v in values.items())
+
     def _line(self) -> None:
         self.last = now = time.perf_counter()
         of = f"/{self.total:,.0f}" if self.total else ""
-        log.info("%s: %s%s %s, %.1fs", self.desc, f"{self.done:,.0f}", of, self.unit, now - self.t0)
+        log.info("%s: %s%s %s, %.1fs%s", self.desc, f"{self.done:,.0f}", of, self.unit,
+                 now - self.t0, f" {self.postfix}" if self.postfix else "")
 
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def close(self, completed: bool = True) -> None:
+        """Ends the bar, or writes the final line when the work completed."""
         if self.bar is not None:
             self.bar.close()
-        elif self.enabled and kind is None:
+        elif self.enabled and completed:
             self._line()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close(completed=kind is None)

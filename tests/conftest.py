@@ -16,6 +16,7 @@ from typing import TypeVar
 import pytest
 import redis
 
+from plexrec.features import sample_data
 from plexrec.features.synth import write_criteo
 from plexrec.features.synth_movielens import write_movielens
 from plexrec.serving.redis_process import RedisProcess
@@ -24,9 +25,9 @@ T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-DATA_DIR = Path(os.environ.get("PLEXREC_DATA", REPO.parent / "shared" / "data"))
-REAL_CRITEO_10K = DATA_DIR / "criteo-kaggle-10k" / "train.txt"
-REAL_ML_100K = DATA_DIR / "ml-100k"
+DATA_DIR = sample_data.sample_data_dir()
+REAL_CRITEO_10K = DATA_DIR / sample_data.CRITEO_10K
+REAL_ML_100K = DATA_DIR / sample_data.ML_100K
 CRITEO_SAMPLE_ROWS = 10_000
 CRITEO_SAMPLE_LABEL_RATE = 0.218
 

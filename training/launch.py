@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plexrec.features import sample_data
 from plexrec.features.errors import ConfigError, PlexrecError
 from plexrec.training.config import RunConfig, load_config
 from plexrec.training.run_dirs import default_cache_dir, run_dir_for
@@ -49,7 +50,7 @@ def free_port() -> int:
 def _resolve(path: str, config_path: Path) -> Path:
     """A path in a config is tried as given (absolute or from the working directory), then
     relative to the config file's folder and its parent (the repository root for configs/)."""
-    p = Path(path).expanduser()
+    p = Path(sample_data.expand(path)).expanduser()
     if p.is_absolute() or p.exists():
         return p
     for base in (config_path.parent, config_path.parent.parent):
@@ -117,7 +118,8 @@ def prepare_data(cfg: RunConfig, config_path: Path, quiet: bool) -> Path:
             _check_schema_features(cfg, PreparedData.open(data_path).schema)
         return data_path
     if not data_path.exists():
-        raise ConfigError(f"{cfg.source} [data] path: {data_path} does not exist")
+        raise ConfigError(f"{cfg.source} [data] path: {data_path} does not exist"
+                          + sample_data.missing_hint(cfg.data.path))
     if not cfg.data.schema:
         raise ConfigError(f"{cfg.source} [data] schema is empty: raw input {data_path} needs a "
                           "schema TOML")

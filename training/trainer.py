@@ -13,7 +13,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +23,8 @@ import torch
 import torch.distributed as dist
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
-from tqdm import tqdm
 
+from plexrec.features.progress import Progress
 from plexrec.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -169,9 +168,14 @@ class Trainer:
             raise ConfigError(f"training split has fewer rows per rank than batch_size "
                               f"{cfg.data.batch_size}")
         per_epoch = len(self.train_loader)
-        self.total_steps = cfg.train.epochs * per_epoch
+        # max_steps > 0 is the exact number of optimisation steps (as many passes as it takes,
+        # `epochs` is then ignored); 0 means `epochs` full passes. Early stopping may end sooner.
         if cfg.train.max_steps:
-            self.total_steps = min(self.total_steps, cfg.train.max_steps)
+            self.total_steps = cfg.train.max_steps
+            self.epochs = math.ceil(cfg.train.max_steps / per_epoch)
+        else:
+            self.total_steps = cfg.train.epochs * per_epoch
+            self.epochs = cfg.train.epochs
 
     def _state_dicts(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optim": self.optimizer.state_dict()}
@@ -254,13 +258,13 @@ class Trainer:
         cfg, s = self.cfg, self.state
         show_bar = self.rank == 0 and not self.spec.quiet
         last_saved = s.step if self.spec.resume else -1
-        for epoch in range(s.epoch, cfg.train.epochs):
+        for epoch in range(s.epoch, self.epochs):
             if s.stopped or (cfg.train.max_steps and s.step >= cfg.train.max_steps):
                 break
             self.train_loader.set_epoch(epoch)
             self.train_loader.skip(s.batch_in_epoch)
-            bar = tqdm(total=len(self.train_loader), initial=s.batch_in_epoch, file=sys.stderr,
-                       desc=f"epoch {epoch}", disable=not show_bar, unit="batch", leave=False)
+            bar = Progress(f"epoch {epoch}", total=len(self.train_loader), unit="batches",
+                           enabled=show_bar, initial=s.batch_in_epoch, leave=False)
             tick = time.perf_counter()
             for batch in self.train_loader:
                 factor, loss = self.train_step(batch)

@@ -91,3 +91,25 @@ def test_data_paths_with_quotes_survive_the_override(tmp_path: Path) -> None:
     odd = str(tmp_path / 'a"b\\c.txt')
     opts = LaunchOptions(config=CONFIGS / "criteo_dlrm.toml", data=odd)
     assert load_run_config(opts).data.path == odd
+
+
+RUN_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.toml") if "[model]" in p.read_text())
+
+
+@pytest.mark.parametrize("name", RUN_CONFIGS)
+def test_every_shipped_run_config_loads(name: str) -> None:
+    cfg = load_config(CONFIGS / name)
+    assert cfg.data.schema and cfg.data.path and not cfg.train.run_dir
+
+
+@pytest.mark.parametrize("name", [n for n in RUN_CONFIGS
+                                  if "PLEXREC_DATA" in (CONFIGS / n).read_text()])
+def test_sample_paths_follow_plexrec_data(name: str, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from plexrec.training.launch import LaunchOptions, run_train
+
+    monkeypatch.setenv("PLEXREC_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="set PLEXREC_DATA") as exc:
+        run_train(LaunchOptions(config=CONFIGS / name,
+                                overrides=[f"train.runs_root={tmp_path / 'runs'}"]))
+    assert str(tmp_path / "nowhere") in str(exc.value)
