@@ -14,7 +14,7 @@ a shared 2-core machine, other processes move p99 far more than the server does.
 
 Reading the figures: get_embeddings_* minus grpc_floor_get_model_info is the server's own cost;
 redis_hmget_* is redis-py's own pipeline doing the same HMGETs (the server bypasses redis-py's
-pool and pipeline for this hot path: serving.vector_store.RedisLane, so it can beat this
+pool and pipeline for this hot path: serving.resp.RedisLane, so it can beat this
 baseline); *_snapshot_first is the same look-up served from the local memory map. The load
 generator runs in this process, the server in its own (no shared GIL or event loop)."""
 

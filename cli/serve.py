@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from plexrec.serving.index_registry import INDEXES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve embeddings and retrieval over gRPC",
@@ -22,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="server TOML (flags override it)")
     p.add_argument("--exact-threshold", type=int, default=None,
                    help="item count from which FAISS replaces exact search")
-    p.add_argument("--index-kind", choices=("hnsw", "ivf"), default=None,
+    p.add_argument("--index-kind", choices=tuple(INDEXES), default=None,
                    help="FAISS index kind above the threshold")
     p.set_defaults(func=run)
 

@@ -11,10 +11,12 @@ spreads over every node while a batch look-up stays one HMGET per partition.
     plexrec:{ns:version}:manifest         -> manifest JSON + "partitions" + "published_at"
     plexrec:{ns:version}:lock             -> held by a publisher while it writes the version
     plexrec:{ns:version:pN}:<entity>      -> HASH: decimal id -> raw little-endian float32 bytes
+    plexrec:{ns:version:pN}:<entity>:cache:<id> -> write-back cache of one id (SET EX ttl)
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, cast
 
@@ -96,6 +98,25 @@ def partition_of_ids(ids: np.ndarray, partitions: int) -> np.ndarray:
     if int(partitions) < 1:
         raise ConfigError(f"partitions must be >= 1, got {partitions}")
     return partition_of(np.asarray(ids, dtype=np.int64), int(partitions))
+
+
+@functools.lru_cache(maxsize=64)
+def partition_keys(ns: str, version: str, partitions: int, entity: str) -> tuple[bytes, ...]:
+    """Every partition key of a (version, entity), built, validated and encoded once, not per
+    request (redis-py passes bytes arguments through without re-encoding)."""
+    return tuple(partition_key(ns, version, p, entity).encode() for p in range(partitions))
+
+
+def cache_key(ns: str, version: str, partition: int, entity: str, id_: int) -> str:
+    """The write-back cache key of one id: its published partition's key (same hash tag, same
+    cluster slot) + `:cache:<id>`."""
+    return f"{partition_key(ns, version, partition, entity)}:cache:{id_}"
+
+
+def cache_key_bytes(ns: str, version: str, partitions: int, entity: str, partition: int,
+                    id_: int) -> bytes:
+    """cache_key as bytes, from the cached partition keys (the hot path)."""
+    return partition_keys(ns, version, partitions, entity)[partition] + b":cache:%d" % id_
 
 
 def group_by_partition(ids: np.ndarray, partitions: int) -> list[tuple[int, np.ndarray]]:

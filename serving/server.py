@@ -23,8 +23,10 @@ from plexrec.features.errors import PlexrecError
 from plexrec.proto.plexrec.v1 import plexrec_pb2 as pb
 from plexrec.proto.plexrec.v1 import plexrec_pb2_grpc as pb_grpc
 from plexrec.serving.server_config import ServerConfig
+from plexrec.serving.stores import online_store
+from plexrec.serving.stores.base import StoreUnavailable, VectorStore
+from plexrec.serving.stores.fallback import FallbackStore
 from plexrec.serving.user_encoder import UserFeatureError
-from plexrec.serving.vector_store import StoreUnavailable, VectorStore, connect_async
 from plexrec.serving.versions import LoadedVersion, VersionNotFound, VersionRegistry
 
 log = logging.getLogger(__name__)
@@ -188,7 +190,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
 
 
 class EmbeddingServer:
-    """Owns the grpc.aio server, the version registry, the Redis client and the follower.
+    """Owns the grpc.aio server, the version registry, the stores and the follower.
     `await start()` binds and loads; `await stop()` drains in-flight RPCs within the grace."""
 
     def __init__(self, config: ServerConfig) -> None:
@@ -196,14 +198,15 @@ class EmbeddingServer:
         self.port: int | None = None
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
-        self.client = (connect_async(config.redis_url, config.redis_timeout_s)
+        self.online = (online_store(config.redis_url, config.namespace,
+                                    timeout_s=config.redis_timeout_s, ttl_s=config.cache_ttl_s,
+                                    jitter_s=config.cache_ttl_jitter_s)
                        if config.redis_url else None)
-        self.registry = VersionRegistry(config.snapshot, config.index, client=self.client,
+        self.registry = VersionRegistry(config.snapshot, config.index, online=self.online,
                                         namespace=config.namespace, keep=config.keep_versions)
-        self.store = VectorStore(self.client, config.namespace, ttl_s=config.cache_ttl_s,
-                                 jitter_s=config.cache_ttl_jitter_s,
-                                 breaker_cooldown_s=config.breaker_cooldown_s,
-                                 prefer_snapshot=config.prefer_snapshot)
+        self.store: VectorStore = FallbackStore(self.online,
+                                                breaker_cooldown_s=config.breaker_cooldown_s,
+                                                prefer_snapshot=config.prefer_snapshot)
         self.executor = ThreadPoolExecutor(config.search_threads,
                                            thread_name_prefix="plexrec-search")
         self._follower: asyncio.Task | None = None

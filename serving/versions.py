@@ -9,14 +9,12 @@ never on the event loop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -24,8 +22,8 @@ from plexrec.features.errors import PlexrecError
 from plexrec.models.snapshot import MANIFEST, Snapshot, SnapshotError, latest_snapshot
 from plexrec.serving import redis_keys as rk
 from plexrec.serving.index import CandidateIndex, IndexConfig, build_index
+from plexrec.serving.stores.base import OnlineStore, OnlineStoreError, StoreUnavailable
 from plexrec.serving.user_encoder import UserTower
-from plexrec.serving.vector_store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +102,15 @@ class VersionRegistry:
     """Loaded versions (current + a few recent ones), loading on demand with one load per
     version at a time, and following the Redis `current` pointer."""
 
-    def __init__(self, snapshot: Path | None, index_config: IndexConfig, *, client: Any = None,
-                 namespace: str = "default", keep: int = 3) -> None:
+    def __init__(self, snapshot: Path | None, index_config: IndexConfig, *,
+                 online: OnlineStore | None = None, namespace: str = "default",
+                 keep: int = 3) -> None:
         self.root: Path | None = None
         self.initial_dir: Path | None = None
         if snapshot is not None:
             self.root, self.initial_dir = snapshot_root(snapshot)
         self.index_config = index_config
-        self.client = client
+        self.online = online
         self.namespace = namespace
         self.keep = keep
         self.current: LoadedVersion | None = None
@@ -147,34 +146,31 @@ class VersionRegistry:
         return None
 
     async def redis_manifest(self, version: str, strict: bool = False) -> dict | None:
-        """The published manifest, or None. An unreachable Redis also gives None, unless
-        `strict`, where it raises StoreUnavailable (the version might exist, we cannot tell)."""
-        if self.client is None:
+        """The published manifest, or None. An unreachable online store also gives None,
+        unless `strict`, where it raises StoreUnavailable (the version might exist, we cannot
+        tell)."""
+        if self.online is None:
             return None
         try:
-            raw = await self.client.get(rk.manifest_key(self.namespace, version))
-        except Exception as exc:  # noqa: BLE001 - any Redis failure: unknown there
+            return await self.online.manifest(version)
+        except OnlineStoreError as exc:
             if strict:
                 raise StoreUnavailable(f"version {version!r} is not on this server's disk and "
                                        f"Redis is unavailable to look it up ({exc})") from exc
             log.debug("reading manifest of %s failed: %s", version, exc)
             return None
-        return None if raw is None else json.loads(raw)
 
     async def redis_current(self) -> str | None:
-        if self.client is None:
-            return None
-        raw = await self.client.get(rk.current_key(self.namespace))
-        return None if raw is None else raw.decode()
+        return None if self.online is None else await self.online.current()
 
     async def load_initial(self) -> LoadedVersion:
         """The version to start on: the given version dir, else Redis' current one if it is on
         disk, else the newest on disk."""
         path = self.initial_dir
-        if path is None and self.client is not None:
+        if path is None and self.online is not None:
             try:
                 current = await self.redis_current()
-            except Exception as exc:  # noqa: BLE001
+            except OnlineStoreError as exc:
                 log.warning("cannot read the current version from Redis (%s); using disk", exc)
                 current = None
             if current is not None:
@@ -276,44 +272,30 @@ class VersionRegistry:
         return True
 
     async def follow(self, poll_interval_s: float) -> None:
-        """Tracks the Redis pointer: pub/sub for promptness, polling as the fallback (a missed
-        message or a dropped subscription costs at most one poll interval)."""
-        if self.client is None:
+        """Tracks the live-version pointer: the store's update messages for promptness, polling
+        as the fallback (a missed message or a dropped subscription costs at most one poll
+        interval)."""
+        online = self.online
+        if online is None:
             return
-        pubsub = None
-        while self._following:
-            try:
-                if pubsub is None:
-                    pubsub = self.client.pubsub()
-                    await pubsub.subscribe(rk.updates_channel(self.namespace))
-                await pubsub.get_message(ignore_subscribe_messages=True,
-                                         timeout=poll_interval_s)
-                current = await self.redis_current()
-                self.redis_failed = False
-                if current is not None:
-                    await self.sync_to(current)
-            except asyncio.CancelledError:
-                if pubsub is not None:
-                    await _close_quietly(pubsub)
-                raise
-            except PlexrecError as exc:
-                log.error("cannot switch versions: %s", exc)
-                await asyncio.sleep(poll_interval_s)
-            except Exception as exc:  # noqa: BLE001 - Redis down: retry at the poll interval
-                if not self._following:
-                    break
-                if not self.redis_failed:
-                    log.warning("following the Redis pointer failed (%s); retrying every %.1fs",
-                                exc, poll_interval_s)
-                self.redis_failed = True
-                if pubsub is not None:
-                    await _close_quietly(pubsub)
-                    pubsub = None
-                await asyncio.sleep(poll_interval_s)
-        if pubsub is not None:
-            await _close_quietly(pubsub)
-
-
-async def _close_quietly(pubsub: Any) -> None:
-    with contextlib.suppress(Exception):
-        await pubsub.aclose()
+        try:
+            while self._following:
+                try:
+                    await online.wait_for_update(poll_interval_s)
+                    current = await online.current()
+                    self.redis_failed = False
+                    if current is not None:
+                        await self.sync_to(current)
+                except PlexrecError as exc:
+                    log.error("cannot switch versions: %s", exc)
+                    await asyncio.sleep(poll_interval_s)
+                except Exception as exc:  # noqa: BLE001 - store down: retry at the poll interval
+                    if not self._following:
+                        break
+                    if not self.redis_failed:
+                        log.warning("following the live-version pointer failed (%s); retrying "
+                                    "every %.1fs", exc, poll_interval_s)
+                    self.redis_failed = True
+                    await asyncio.sleep(poll_interval_s)
+        finally:
+            await online.close_updates()

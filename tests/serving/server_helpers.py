@@ -14,6 +14,8 @@ from plexrec.models.snapshot import Snapshot, write_snapshot
 from plexrec.serving.index import IndexConfig
 from plexrec.serving.server import EmbeddingServer
 from plexrec.serving.server_config import ServerConfig
+from plexrec.serving.stores.fallback import FallbackStore
+from plexrec.serving.stores.redis import RedisStore
 
 
 def make_snapshot(root: Path, *, users: int = 50, items: int = 300, width: int = 8,
@@ -71,3 +73,11 @@ class ServerThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         self.loop.close()
+
+
+def fallback_store(redis_url: str, namespace: str, *, timeout_s: float,
+                   breaker_cooldown_s: float) -> FallbackStore:
+    """The server's store stack on a real Redis: RedisStore in front of the local snapshot."""
+    online = RedisStore.from_url(redis_url, namespace, timeout_s=timeout_s, ttl_s=60,
+                                 jitter_s=0)
+    return FallbackStore(online, breaker_cooldown_s=breaker_cooldown_s)

@@ -23,8 +23,7 @@ from plexrec.models.snapshot import Snapshot
 from plexrec.serving import publish as pub
 from plexrec.serving import redis_keys as rk
 from plexrec.serving.server import serve_forever
-from plexrec.serving.vector_store import VectorStore, connect_async
-from tests.serving.server_helpers import config, make_snapshot
+from tests.serving.server_helpers import config, fallback_store, make_snapshot
 
 
 @dataclass
@@ -45,8 +44,7 @@ def test_cancelled_owner_of_a_miss_load_does_not_fail_its_waiters(tmp_path: Path
     pauser = redis.Redis.from_url(redis_url)
 
     async def scenario():
-        store = VectorStore(connect_async(redis_url, 5.0), "cx", ttl_s=60, jitter_s=0,
-                            breaker_cooldown_s=1)
+        store = fallback_store(redis_url, "cx", timeout_s=5.0, breaker_cooldown_s=1)
         try:
             pauser.execute_command("CLIENT", "PAUSE", 400, "ALL")
             owner = asyncio.create_task(store.lookup(view, "user", ids))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plexrec.serving.index import ExactIndex, FaissIndex, IndexConfig, build_index, top_k_exact
+from plexrec.serving.index import ExactIndex, IndexConfig, build_index, index_class, top_k_exact
+from plexrec.serving.index.faiss_index import FaissIndex
+from plexrec.serving.index_registry import INDEXES
 
 
 def clustered(n: int, width: int, seed: int, clusters: int = 1000) -> np.ndarray:
@@ -44,7 +46,7 @@ def test_small_corpus_is_exact_large_is_faiss() -> None:
     assert "index_recall_at_100" in index.metrics
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", tuple(INDEXES))
 def test_faiss_recall_at_100_above_095(kind: str) -> None:
     items = clustered(20_000, 64, 2, clusters=200)
     queries = clustered(100, 64, 3, clusters=200)
@@ -61,13 +63,14 @@ def test_faiss_recall_at_100_above_095(kind: str) -> None:
 
 def test_hnsw_handles_k_above_ef_search() -> None:
     items = clustered(5000, 8, 4)
-    index = FaissIndex(items, IndexConfig(exact_threshold=10, kind="hnsw", hnsw_ef_search=16))
+    index = index_class("hnsw")(items, IndexConfig(exact_threshold=10, kind="hnsw",
+                                                      hnsw_ef_search=16))
     _, rows = index.search(items[:2], 300)
     assert rows.shape == (2, 300)
     assert (rows >= 0).all() and len(np.unique(rows[0])) == 300
 
 
-def test_search_effort_is_raised_until_target_recall() -> None:
+def test_ivf_search_effort_is_raised_until_target_recall() -> None:
     items = clustered(20_000, 64, 5, clusters=200)
     queries = clustered(100, 64, 6, clusters=200)
     config = IndexConfig(exact_threshold=1000, kind="ivf", ivf_nlist=512, ivf_nprobe=1,

@@ -12,9 +12,9 @@ import redis
 from plexrec.serving import redis_keys as rk
 from plexrec.serving.client import EmbeddingClient
 from plexrec.serving.publish import publish
-from plexrec.serving.vector_store import VectorStore, cache_key, connect_async
+from plexrec.serving.redis_keys import cache_key
 from plexrec.serving.versions import load_version
-from tests.serving.server_helpers import ServerThread, config, make_snapshot
+from tests.serving.server_helpers import ServerThread, config, fallback_store, make_snapshot
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -81,8 +81,7 @@ def test_concurrent_misses_of_one_id_load_once(tmp_path: Path, redis_url: str) -
     ids = np.asarray(snap.ids("user"))[:10]
 
     async def scenario() -> tuple[list, int]:
-        store = VectorStore(connect_async(redis_url, 0.5), "sf", ttl_s=60, jitter_s=0,
-                            breaker_cooldown_s=1)
+        store = fallback_store(redis_url, "sf", timeout_s=0.5, breaker_cooldown_s=1)
         try:
             results = await asyncio.gather(*(store.lookup(lv, "user", ids) for _ in range(20)))
             return results, store.stats().snapshot_reads

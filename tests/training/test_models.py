@@ -55,8 +55,8 @@ def test_unknown_ranking_model_is_a_config_error(synth: tuple[Path, Path]) -> No
                             ModelConfig())
 
 
-def test_single_process_run_keeps_last_checkpoints(synth: tuple[Path, Path],
-                                                   tmp_path: Path) -> None:
+def test_ctr_single_process_run_keeps_last_checkpoints(synth: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
     from plexrec.training.checkpoint import list_checkpoints, load_unsharded
     from plexrec.training.config import parse_config
     from plexrec.training.launch import LaunchOptions, run_train

@@ -1,4 +1,4 @@
-"""The hot look-up paths of VectorStore: the plain-Python partition function and RESP packing
+"""The hot look-up paths of the Redis-backed store: the plain-Python partition function and RESP packing
 agree with the reference implementations, the direct Redis lane returns the published bytes in
 request order (duplicates included), and anything odd in Redis falls back to the snapshot."""
 
@@ -14,14 +14,9 @@ from redis.connection import Connection
 from plexrec.features.hashing import partition_of_one
 from plexrec.serving import redis_keys as rk
 from plexrec.serving.publish import publish
-from plexrec.serving.vector_store import (
-    VectorStore,
-    connect_async,
-    pack_hmget,
-    partition_keys,
-)
+from plexrec.serving.resp import pack_hmget
 from plexrec.serving.versions import load_version
-from tests.serving.server_helpers import config, make_snapshot
+from tests.serving.server_helpers import config, fallback_store, make_snapshot
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -59,8 +54,7 @@ def test_published_lookup_keeps_request_order_and_duplicates(tmp_path: Path,
     ids = np.asarray(snap.ids("user"))[rows]
 
     async def scenario():
-        store = VectorStore(connect_async(redis_url, 0.5), "fp", ttl_s=60, jitter_s=0,
-                            breaker_cooldown_s=1)
+        store = fallback_store(redis_url, "fp", timeout_s=0.5, breaker_cooldown_s=1)
         try:
             many = await store.lookup(lv, "user", ids)
             one = await store.lookup(lv, "user", ids[:1])
@@ -81,13 +75,12 @@ def test_truncated_value_and_redis_errors_fall_back_to_the_snapshot(tmp_path: Pa
     ids = np.asarray(snap.ids("user"))[[1, 2, 3]]
     r = redis.Redis.from_url(redis_url)
     bad_id = int(ids[1])
-    key = partition_keys("bad", snap.version, lv.partitions, "user")[
+    key = rk.partition_keys("bad", snap.version, lv.partitions, "user")[
         partition_of_one(bad_id, lv.partitions)]
     r.hset(key, str(bad_id), b"short")
 
     async def scenario():
-        store = VectorStore(connect_async(redis_url, 0.5), "bad", ttl_s=60, jitter_s=0,
-                            breaker_cooldown_s=0.05)
+        store = fallback_store(redis_url, "bad", timeout_s=0.5, breaker_cooldown_s=0.05)
         try:
             first = await store.lookup(lv, "user", ids)
             after_truncated = store.stats()

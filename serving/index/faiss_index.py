@@ -1,0 +1,49 @@
+"""What the FAISS indexes share: build timing, the effort knob's interface, and search."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from plexrec.serving.index.config import IndexConfig
+
+
+class FaissIndex(ABC):
+    """A FAISS inner-product index over the item matrix; subclasses build it and own the
+    search-time effort knob (efSearch for HNSW, nprobe for IVF)."""
+
+    kind = "faiss"
+
+    def __init__(self, vectors: np.ndarray, config: IndexConfig) -> None:
+        self.config = config
+        self.size = int(vectors.shape[0])
+        data = np.ascontiguousarray(vectors, dtype=np.float32)
+        started = time.perf_counter()
+        self._index: Any = self._build(data, int(vectors.shape[1]))
+        self.metrics: dict[str, float] = {"index_build_seconds": time.perf_counter() - started}
+
+    @abstractmethod
+    def _build(self, data: np.ndarray, width: int) -> Any: ...
+
+    @property
+    @abstractmethod
+    def effort(self) -> int: ...
+
+    @abstractmethod
+    def set_effort(self, value: int) -> None: ...
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        result: tuple[np.ndarray, np.ndarray] = self._index.search(queries, k)
+        return result
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(int(k), self.size)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if k == 0:
+            return (np.empty((queries.shape[0], 0), np.float32),
+                    np.empty((queries.shape[0], 0), np.int64))
+        scores, rows = self._search(queries, k)
+        return scores, rows.astype(np.int64, copy=False)

@@ -1,0 +1,90 @@
+"""The store interface of the serving tier. `VectorStore.lookup(version, entity, ids)` is what
+the gRPC service calls; an `OnlineStore` (Redis...) is a shared store of published versions with
+a write-back cache, composed with the local snapshot by `stores.fallback.FallbackStore`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from plexrec.features.errors import PlexrecError
+from plexrec.models.snapshot import Snapshot
+
+
+class StoreUnavailable(PlexrecError):
+    """No store can answer (the online store failed and the version is not on local disk)."""
+
+
+class OnlineStoreError(Exception):
+    """An online store failed (connection, timeout): the fallback store trips its breaker."""
+
+
+class VersionView(Protocol):
+    """What a store needs to know about a version (serving.versions.LoadedVersion)."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def partitions(self) -> int: ...
+    @property
+    def published(self) -> bool: ...
+    @property
+    def snapshot(self) -> Snapshot | None: ...
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    redis_hits: int
+    cache_hits: int
+    snapshot_reads: int
+    redis_errors: int
+    breaker_open: bool
+
+
+class VectorStore(Protocol):
+    async def lookup(self, view: VersionView, entity: str, ids: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """(found bool [n], vectors float32 [found.sum(), width]) in request order."""
+        ...
+
+    def stats(self) -> StoreStats: ...
+
+    async def close(self) -> None: ...
+
+
+class OnlineStore(Protocol):
+    """A shared store of published versions. Every method raises OnlineStoreError on failure;
+    values are raw little-endian float32 rows (None: absent)."""
+
+    async def read_published(self, view: VersionView, entity: str, ids: np.ndarray
+                             ) -> tuple[np.ndarray | None, list[bytes | None]]:
+        """(order, values): values[j] belongs to ids[order[j]] (order None: request order)."""
+        ...
+
+    async def read_cache(self, view: VersionView, entity: str, ids: np.ndarray
+                         ) -> list[bytes | None]:
+        """Rows written back earlier (values of the wrong length count as absent)."""
+        ...
+
+    async def write_cache(self, view: VersionView, entity: str,
+                          writes: list[tuple[int, bytes]]) -> None: ...
+
+    async def manifest(self, version: str) -> dict[str, Any] | None:
+        """The published manifest of a version (None: not published, or retired)."""
+        ...
+
+    async def current(self) -> str | None:
+        """The live version of the namespace (None before the first publish)."""
+        ...
+
+    async def wait_for_update(self, timeout_s: float) -> None:
+        """Returns when the live version may have moved, or after `timeout_s`."""
+        ...
+
+    async def close_updates(self) -> None: ...
+
+    async def close(self) -> None: ...
