@@ -145,15 +145,15 @@ def main() -> None:
             **mf_config.__dict__, "seed": s})), seeds)
         print("two-tower, per_feature layout", flush=True)
         results["two_tower"] = _repeat(lambda s: _two_tower(
-            data, split, per_feature, RetrievalConfig(**{**tt_config.__dict__, "seed": s})),
+            data, split, per_feature, tt_config.model_copy(update={"seed": s})),
             seeds)
         print("two-tower without the log-Q correction (ablation)", flush=True)
         results["two_tower_no_log_q"] = _repeat(lambda s: _two_tower(
-            data, split, per_feature, RetrievalConfig(**{**tt_config.__dict__, "seed": s,
+            data, split, per_feature, RetrievalConfig(**{**tt_config.model_dump(), "seed": s,
                                                          "log_q": False})), seeds)
         print("two-tower, unified layouts with 1/4 of the embedding parameters", flush=True)
         results["two_tower_unified_25pct"] = _repeat(lambda s: _two_tower(
-            data, split, unified, RetrievalConfig(**{**tt_config.__dict__, "seed": s})), seeds)
+            data, split, unified, tt_config.model_copy(update={"seed": s})), seeds)
 
     header = f"{'model':<26}" + "".join(f"{k:>11}" for k in _names())
     print("\n" + header)

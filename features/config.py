@@ -39,14 +39,18 @@ def parse_section(cls: type[S], raw: Any, where: str) -> S:
         raise ConfigError(describe_errors(exc, where, cls)) from None
 
 
-def describe_errors(exc: ValidationError, where: str, cls: type[BaseModel] | None = None) -> str:
-    """One line per problem: `file: [table] key = value: what is wrong`."""
+def describe_errors(exc: ValidationError, where: str, cls: type[BaseModel] | None = None,
+                    table: Sequence[str] = ()) -> str:
+    """One line per problem: `file: [table] key = value: what is wrong`. `table` is where `cls`
+    sits in the file (("layout", "qr") for a [layout.qr] parsed on its own)."""
     lines = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
-        place = _place(loc)
+        place = _place((*table, *loc))
         msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        if not loc and not table:
+            lines.append(f"{where}: {msg}")
+        elif err["type"] == "extra_forbidden":
             known = _known_keys(cls, loc[:-1])
             hint = f" (known: {', '.join(known)})" if known else ""
             lines.append(f"{where}: {place}: unknown key{hint}")

@@ -11,15 +11,17 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator, model_validator
 from torchrec import KeyedJaggedTensor
 
+from plexrec.features.config import Section, parse_section
 from plexrec.features.errors import ConfigError, DataError
-from plexrec.models.layouts import LayoutConfig, build_layout, specs_from_prepared
+from plexrec.models.layouts import Budget, LayoutConfig, build_layout, specs_from_prepared
 from plexrec.models.two_tower import Tower, TwoTower, log_q_from_counts, sampled_softmax_loss
 from plexrec.training.retrieval_metrics import (
     DEFAULT_KS,
@@ -32,70 +34,46 @@ from plexrec.training.retrieval_metrics import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class RetrievalConfig:
-    """The [model] and [retrieval] settings of a two-tower run (layout settings live in
-    [layout]). `max_steps` (when > 0) caps training; otherwise `epochs` passes are made."""
+PositiveInts = tuple[Annotated[int, Field(ge=1)], ...]
 
-    dim: int = 64
-    hidden: tuple[int, ...] = (128,)
-    temperature: float = 0.05
+
+class RetrievalConfig(Section):
+    """The settings of a two-tower run: the [retrieval] table's own keys (temperature, log_q,
+    holdout, ks) and those gathered from [model], [optim], [data] and [train] by
+    tasks.retrieval.retrieval_config (layout settings live in [layout]). `max_steps` (when > 0)
+    is the exact number of steps; otherwise `epochs` passes are made."""
+
+    dim: int = Field(64, ge=1)
+    hidden: PositiveInts = (128,)
+    temperature: float = Field(0.05, gt=0)
     log_q: bool = True
-    lr: float = 0.005
-    weight_decay: float = 0.0
-    batch_size: int = 512
-    epochs: int = 5
-    max_steps: int = 0
-    holdout: int = 5
-    ks: tuple[int, ...] = DEFAULT_KS
+    lr: float = Field(0.005, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(512, ge=2, description="in-batch negatives need other rows")
+    epochs: int = Field(5, ge=0)
+    max_steps: int = Field(0, ge=0)
+    holdout: int = Field(5, ge=1)
+    ks: PositiveInts = DEFAULT_KS
     seed: int = 0
+
+    @field_validator("hidden", "ks", mode="before")
+    @classmethod
+    def _list_as_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _some_training(self) -> RetrievalConfig:
+        if self.epochs < 1 and self.max_steps < 1:
+            raise ValueError("give epochs >= 1 or max_steps >= 1")
+        return self
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "retrieval") -> RetrievalConfig:
         """Build from a TOML table; a ConfigError names the bad key and value."""
-        valid = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in d.items():
-            if key not in valid:
-                raise ConfigError(f"{where}: unknown key {key!r} (valid: {', '.join(valid)})")
-            default = getattr(cls, key) if key not in ("hidden", "ks") else ()
-            if key in ("hidden", "ks"):
-                if not isinstance(value, list | tuple) or not all(
-                        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-                    raise ConfigError(f"{where}: {key} = {value!r} must be a list of positive "
-                                      "integers")
-                value = tuple(value)
-            elif isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise ConfigError(f"{where}: {key} = {value!r} must be true or false")
-            elif isinstance(default, int):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ConfigError(f"{where}: {key} = {value!r} must be an integer")
-            elif isinstance(default, float):
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ConfigError(f"{where}: {key} = {value!r} must be a number")
-                value = float(value)
-            values[key] = value
-        config = cls(**values)
-        config.validate(where)
-        return config
-
-    def validate(self, where: str = "retrieval") -> None:
-        for key in ("dim", "batch_size", "holdout"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{where}: {key} = {getattr(self, key)} must be >= 1")
-        if self.batch_size < 2:
-            raise ConfigError(f"{where}: batch_size = {self.batch_size} must be >= 2 (in-batch "
-                              "negatives need other rows)")
-        if self.temperature <= 0:
-            raise ConfigError(f"{where}: temperature = {self.temperature} must be > 0")
-        if self.lr <= 0:
-            raise ConfigError(f"{where}: lr = {self.lr} must be > 0")
-        if self.epochs < 1 and self.max_steps < 1:
-            raise ConfigError(f"{where}: give epochs >= 1 or max_steps >= 1")
+        return parse_section(cls, d, where)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = self.model_dump()
         d["hidden"], d["ks"] = list(self.hidden), list(self.ks)
         return d
 
@@ -154,14 +132,15 @@ class TwoTowerParts:
 def split_budget(layout: LayoutConfig, sizes: Sequence[int]) -> list[LayoutConfig]:
     """One layout config per tower: a [layout] budget is the total over both towers, shared in
     proportion to each tower's uncompressed size (its features' cardinalities)."""
-    budget = layout.parsed_budget()
+    budget = layout.budget
     if budget is None:
         return [layout for _ in sizes]
     total = sum(sizes)
     if budget.params is not None:
-        return [replace(layout, budget=max(1, budget.params * n // total)) for n in sizes]
+        return [layout.with_budget(Budget(params=max(1, budget.params * n // total)))
+                for n in sizes]
     assert budget.bytes is not None
-    return [replace(layout, budget=f"{max(1, budget.bytes * n // total)}B") for n in sizes]
+    return [layout.with_budget(Budget(bytes=max(1, budget.bytes * n // total))) for n in sizes]
 
 
 def build_two_tower(data: Any, layout: LayoutConfig, config: RetrievalConfig,

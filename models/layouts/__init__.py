@@ -21,7 +21,6 @@ from plexrec.models.layouts.unified import UnifiedLayout
 
 def build_layout(specs: list[SparseFeatureSpec], config: LayoutConfig) -> EmbeddingLayout:
     """The layout `config.kind` for these features, honouring `config.budget`."""
-    config.validate("layout")
     layout: EmbeddingLayout = layout_class(config.kind)(list(specs), config)
     return layout
 

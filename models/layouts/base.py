@@ -6,21 +6,31 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 
+from plexrec.features.config import Section, describe_errors, parse_section
 from plexrec.features.errors import ConfigError
 from plexrec.features.hashing import hash_ids_np, hash_ids_torch, hash_strings
-from plexrec.models.layout_registry import check_layout_kind
+from plexrec.models.layout_registry import LAYOUTS, check_layout_kind, layout_class
 from plexrec.models.layouts.budget import BYTES_PER_PARAM, Budget, parse_budget
 
 POOLINGS = ("sum", "mean")
+OptionsT = TypeVar("OptionsT", bound=Section)
 
 
 @dataclass(frozen=True)
@@ -33,78 +43,75 @@ class SparseFeatureSpec:
     pooling: str = "sum"
 
 
-@dataclass(frozen=True)
-class LayoutConfig:
-    """The [layout] table of a run TOML."""
+class LayoutConfig(Section):
+    """The [layout] table: the keys every layout shares, and one sub-table per layout kind
+    (`[layout.mixed_dim] alpha = 0.3`) that the layout's own `Options` section checks, so the
+    settings of every kind can sit side by side (for `--layout`) and a new layout brings its
+    keys in its own file. `budget` ("8MB", "512KB" or a parameter count) is parsed here, once."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True,
+                              arbitrary_types_allowed=True)
 
     kind: str = "per_feature"
-    dim: int = 16
-    budget: str | int | None = None
-    alpha: float = 0.3
-    blocks: int = 4
-    min_block_dim: int = 4
-    probes: int = 2
-    rows: int | None = None
-    num_tables: int = 1
+    dim: int = Field(16, ge=1)
+    budget: Budget | None = None
     seed: int = 0
-    collisions: int | None = None  # qr: ids per quotient row (derived from budget when None)
+    _options: dict[str, Section] = PrivateAttr(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        try:
+            return check_layout_kind(kind, "kind")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("kind: ")) from None
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _parse_budget(cls, value: Any) -> Budget | None:
+        if value is None or isinstance(value, Budget):
+            return value
+        try:
+            return parse_budget(value, "budget")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("budget: ")) from None
+
+    @model_validator(mode="after")
+    def _layout_tables(self) -> LayoutConfig:
+        for name, table in (self.model_extra or {}).items():
+            if name not in LAYOUTS:
+                shared = ", ".join(type(self).model_fields)
+                raise ValueError(f"unknown key {name!r} (known: {shared}, and a table per "
+                                 f"layout kind: {', '.join(LAYOUTS)})")
+            if not isinstance(table, Mapping):
+                raise ValueError(f"{name} must be a table ([layout.{name}]), got {table!r}")
+            options_cls = layout_class(name).Options
+            try:
+                self._options[name] = options_cls.model_validate(dict(table))
+            except ValidationError as exc:
+                message = describe_errors(exc, "", options_cls, ("layout", name))
+                raise ValueError(message.removeprefix(": ").replace("; : ", "; ")) from None
+        return self
+
+    def options(self, cls: type[OptionsT]) -> OptionsT:
+        """This kind's settings ([layout.<kind>]), defaults where the table is absent."""
+        found = self._options.get(self.kind)
+        return found if isinstance(found, cls) else cls()
+
+    def with_budget(self, budget: Budget | None) -> LayoutConfig:
+        """The same layout under another budget (e.g. one tower's share)."""
+        copy = self.model_copy(update={"budget": budget})
+        copy._options = dict(self._options)
+        return copy
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "layout") -> LayoutConfig:
         """Build from a TOML table; a ConfigError names the bad key and its value."""
-        valid = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in valid:
-                raise ConfigError(f"{where}: unknown key {key!r} (valid: {', '.join(valid)})")
-        ints = ("dim", "blocks", "min_block_dim", "probes", "num_tables", "seed")
-        for key in ints:
-            if key in d and (isinstance(d[key], bool) or not isinstance(d[key], int)):
-                raise ConfigError(f"{where}: {key} = {d[key]!r} must be an integer")
-        for key in ("rows", "collisions"):
-            if key in d and d[key] is not None and (
-                    isinstance(d[key], bool) or not isinstance(d[key], int)):
-                raise ConfigError(f"{where}: {key} = {d[key]!r} must be an integer")
-        if "alpha" in d and (isinstance(d["alpha"], bool)
-                             or not isinstance(d["alpha"], int | float)):
-            raise ConfigError(f"{where}: alpha = {d['alpha']!r} must be a number")
-        if "kind" in d and not isinstance(d["kind"], str):
-            raise ConfigError(f"{where}: kind = {d['kind']!r} must be a string")
-        values = dict(d)
-        if "alpha" in values:
-            values["alpha"] = float(values["alpha"])
-        config = cls(**values)
-        config.validate(where)
-        return config
+        return parse_section(cls, d, where)
 
-    def validate(self, where: str = "layout") -> None:
-        """Reject bad values, naming the key and value. Settings of another kind are only
-        range-checked, so e.g. per_feature with dim 5 is fine despite the default probes = 2."""
-        check_layout_kind(self.kind, where)
-        if self.dim < 1:
-            raise ConfigError(f"{where}: dim = {self.dim} must be >= 1")
-        if self.probes < 1:
-            raise ConfigError(f"{where}: probes = {self.probes} must be >= 1")
-        if self.kind == "unified" and self.dim % self.probes:
-            raise ConfigError(
-                f"{where}: probes = {self.probes} does not divide dim = {self.dim} "
-                "(each probe gets dim / probes columns)")
-        if not 0.0 <= self.alpha <= 2.0:
-            raise ConfigError(f"{where}: alpha = {self.alpha} must be in [0, 2]")
-        if self.blocks < 1:
-            raise ConfigError(f"{where}: blocks = {self.blocks} must be >= 1")
-        if self.min_block_dim < 1 or (self.kind == "mixed_dim" and self.min_block_dim > self.dim):
-            raise ConfigError(
-                f"{where}: min_block_dim = {self.min_block_dim} must be in [1, dim = {self.dim}]")
-        if self.rows is not None and self.rows < 1:
-            raise ConfigError(f"{where}: rows = {self.rows} must be >= 1")
-        if self.num_tables < 1:
-            raise ConfigError(f"{where}: num_tables = {self.num_tables} must be >= 1")
-        if self.collisions is not None and self.collisions < 1:
-            raise ConfigError(f"{where}: collisions = {self.collisions} must be >= 1")
-        parse_budget(self.budget, f"{where}: budget")
 
-    def parsed_budget(self) -> Budget | None:
-        return parse_budget(self.budget, "layout.budget")
+class NoOptions(Section):
+    """A layout without settings of its own."""
 
 
 @dataclass(frozen=True)
@@ -279,8 +286,10 @@ def rebucket(kjt: KeyedJaggedTensor, new_key: torch.Tensor, new_values: torch.Te
 
 
 class EmbeddingLayout(ABC):
-    """A plan of TorchRec tables for a list of sparse features, plus the module that uses them."""
+    """A plan of TorchRec tables for a list of sparse features, plus the module that uses them.
+    `Options` is the layout's own settings section, `[layout.<kind>]`."""
 
+    Options: type[Section] = NoOptions
     name: str
     dim: int
     feature_names: list[str]

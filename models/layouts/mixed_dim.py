@@ -23,9 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 
+from plexrec.features.config import Section
 from plexrec.features.errors import ConfigError
 from plexrec.models.layouts.base import (
     EmbeddingLayout,
@@ -84,10 +86,18 @@ def worth_projecting(rows: int, width: int, dim: int) -> bool:
     return width < dim and rows * (dim - width) > width * dim
 
 
+class MixedDimOptions(Section):
+    """[layout.mixed_dim]: block widths scale as dim * (count ratio) ** alpha (Ginart et al.)."""
+
+    alpha: float = Field(0.3, ge=0.0, le=2.0)
+    blocks: int = Field(4, ge=1)
+    min_block_dim: int = Field(4, ge=1)
+
 class MixedDimLayout(EmbeddingLayout):
     """Frequency blocks per feature, narrower for rarer ids, projected up to dim."""
 
     name = "mixed_dim"
+    Options = MixedDimOptions
 
     def __init__(self, specs: list[SparseFeatureSpec], config: LayoutConfig) -> None:
         super().__init__(specs, config)
@@ -96,16 +106,20 @@ class MixedDimLayout(EmbeddingLayout):
                 raise ConfigError(
                     f"layout: mixed_dim needs frequency counts for feature {spec.name!r} "
                     "(prepare the data to get stats/<name>.counts.npy)")
-        self.alpha = config.alpha
+        self.opts = config.options(MixedDimOptions)
+        if self.opts.min_block_dim > self.dim:
+            raise ConfigError(f"layout.mixed_dim.min_block_dim = {self.opts.min_block_dim} "
+                              f"must be <= dim = {self.dim}")
+        self.alpha = self.opts.alpha
         self._order: list[np.ndarray] = []
         self._spans: list[list[tuple[int, int, float]]] = []
         for spec in specs:
-            order, spans = self._rank(spec, config.blocks)
+            order, spans = self._rank(spec, self.opts.blocks)
             self._order.append(order)
             self._spans.append(spans)
         self.scale = 1.0
         self.blocks = self._plan(1.0, None)
-        budget = config.parsed_budget()
+        budget = config.budget
         if budget is not None and self._params(self.blocks) > budget.to_params():
             self._fit(budget.to_params())
 
@@ -131,7 +145,7 @@ class MixedDimLayout(EmbeddingLayout):
             for a, b, pop in spans:
                 ratio = (pop / head) if head > 0 else 1.0
                 width = round_width(scale * self.dim * ratio ** self.alpha, self.dim,
-                                    self.config.min_block_dim)
+                                    self.opts.min_block_dim)
                 rows = b - a if row_cap is None else min(b - a, row_cap)
                 if not worth_projecting(rows, width, self.dim):
                     width = self.dim
@@ -156,7 +170,7 @@ class MixedDimLayout(EmbeddingLayout):
         floor = self._params(self._plan(0.0, 1))
         if floor > capacity:
             raise ConfigError(
-                f"layout.budget = {self.config.budget!r} ({capacity} params) is too small for "
+                f"layout.budget = {self.config.budget} ({capacity} params) is too small for "
                 f"mixed_dim: one row per block at minimum widths needs {floor} params")
         low, high = 1, max(s.cardinality for s in self.specs)
         while low < high:

@@ -46,14 +46,14 @@ class PerFeatureLayout(EmbeddingLayout):
     def __init__(self, specs: list[SparseFeatureSpec], config: LayoutConfig) -> None:
         super().__init__(specs, config)
         cards = [s.cardinality for s in specs]
-        budget = config.parsed_budget()
+        budget = config.budget
         if budget is None:
             self.rows = cards
         else:
             capacity = budget.to_params() // self.dim
             if capacity < len(specs):
                 raise ConfigError(
-                    f"layout.budget = {config.budget!r} ({budget}) is too small for per_feature: "
+                    f"layout.budget = {budget} is too small for per_feature: "
                     f"{len(specs)} features x dim {self.dim} need at least "
                     f"{len(specs) * self.dim} params")
             cap = water_fill(cards, capacity)

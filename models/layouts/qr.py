@@ -16,8 +16,10 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import Field
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 
+from plexrec.features.config import Section
 from plexrec.features.errors import ConfigError
 from plexrec.models.layouts.base import (
     EmbeddingLayout,
@@ -54,30 +56,37 @@ def plan_feature(n: int, cap: int) -> tuple[int, int, bool]:
     return low, -(-n // low), False
 
 
+class QROptions(Section):
+    """[layout.qr]: ids per quotient row; derived from the budget when unset."""
+
+    collisions: int | None = Field(None, ge=1)
+
 class QRLayout(EmbeddingLayout):
     """Quotient + remainder tables per feature."""
 
     name = "qr"
+    Options = QROptions
 
     def __init__(self, specs: list[SparseFeatureSpec], config: LayoutConfig) -> None:
         super().__init__(specs, config)
         cards = [s.cardinality for s in specs]
-        budget = config.parsed_budget()
-        if config.collisions is not None:
-            m = config.collisions
+        budget = config.budget
+        collisions = config.options(QROptions).collisions
+        if collisions is not None:
+            m = collisions
             self.plans = [(m, -(-n // m), False) if qr_rows(n, m) < n else (1, n, False)
                           for n in cards]
             if budget is not None and self._params() > budget.to_params():
                 raise ConfigError(
-                    f"layout.collisions = {m} needs {self._params()} params, over "
-                    f"layout.budget = {config.budget!r} ({budget})")
+                    f"layout.qr.collisions = {m} needs {self._params()} params, over "
+                    f"layout.budget = {budget}")
         elif budget is None:
             self.plans = [(1, n, False) for n in cards]
         else:
             capacity = budget.to_params() // self.dim
             if capacity < len(specs):
                 raise ConfigError(
-                    f"layout.budget = {config.budget!r} ({budget}) is too small for qr: "
+                    f"layout.budget = {budget} is too small for qr: "
                     f"{len(specs)} features x dim {self.dim} need at least "
                     f"{len(specs) * self.dim} params")
             low, high = 1, max(cards)

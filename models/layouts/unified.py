@@ -18,8 +18,10 @@ import math
 
 import numpy as np
 import torch
+from pydantic import Field
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 
+from plexrec.features.config import Section
 from plexrec.features.errors import ConfigError
 from plexrec.models.layouts.base import (
     EmbeddingLayout,
@@ -40,35 +42,44 @@ def probe_key(feature: str, probe: int) -> str:
     return f"{feature}__p{probe}"
 
 
+class UnifiedOptions(Section):
+    """[layout.unified]: k salted hash probes per id into shared tables (Coleman et al.)."""
+
+    probes: int = Field(2, ge=1)
+    rows: int | None = Field(None, ge=1)
+    num_tables: int = Field(1, ge=1)
+
 class UnifiedLayout(EmbeddingLayout):
     """Shared multi-probe hashed tables."""
 
     name = "unified"
+    Options = UnifiedOptions
 
     def __init__(self, specs: list[SparseFeatureSpec], config: LayoutConfig) -> None:
         super().__init__(specs, config)
-        self.probes = config.probes
+        opts = config.options(UnifiedOptions)
+        self.probes = opts.probes
         if self.dim % self.probes:
             raise ConfigError(
-                f"layout.probes = {self.probes} does not divide dim = {self.dim}")
+                f"layout.unified.probes = {self.probes} does not divide dim = {self.dim}")
         self.width = self.dim // self.probes
-        self.num_tables = min(config.num_tables, len(specs))
-        budget = config.parsed_budget()
+        self.num_tables = min(opts.num_tables, len(specs))
+        budget = config.budget
         per_row = self.width * self.num_tables
-        if config.rows is not None:
-            self.rows = config.rows
+        if opts.rows is not None:
+            self.rows = opts.rows
             if budget is not None and self.rows * per_row > budget.to_params():
                 raise ConfigError(
-                    f"layout.rows = {self.rows} needs {self.rows * per_row} params, over "
-                    f"layout.budget = {config.budget!r} ({budget})")
+                    f"layout.unified.rows = {self.rows} needs {self.rows * per_row} params, "
+                    f"over layout.budget = {budget}")
         elif budget is not None:
             self.rows = budget.to_params() // per_row
         else:
             self.rows = math.ceil(self.probes * sum(s.cardinality for s in specs)
                                   / self.num_tables)
         if self.rows * self.num_tables < len(specs):
-            culprit = (f"layout.rows = {config.rows}" if config.rows is not None
-                       else f"layout.budget = {config.budget!r} ({budget})")
+            culprit = (f"layout.unified.rows = {opts.rows}" if opts.rows is not None
+                       else f"layout.budget = {budget}")
             raise ConfigError(
                 f"{culprit} is too small for unified: {self.rows} rows x {self.num_tables} "
                 f"table(s) of width {self.width} cannot give each of {len(specs)} features a "

@@ -19,7 +19,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torchrec import KeyedJaggedTensor
 
-from plexrec.models.layouts import LayoutConfig, SparseFeatureSpec, build_layout
+from plexrec.models.layouts import SparseFeatureSpec, build_layout
+from tests.models.layout_helpers import layout_config
 
 CARDS = (5, 40, 300, 1000)
 DIM = 8
@@ -77,9 +78,9 @@ def _job(kind: str, sharding: str, rank: int) -> dict[str, Any]:
     from torchrec.optim.optimizers import in_backward_optimizer_filter
 
     torch.manual_seed(0)
-    layout = build_layout(toy_specs(), LayoutConfig(
-        kind=kind, dim=DIM, probes=2, blocks=3, rows=512 if kind == "unified" else None,
-        collisions=8 if kind == "qr" else None))
+    own = {"unified": {"probes": 2, "rows": 512}, "mixed_dim": {"blocks": 3},
+           "qr": {"collisions": 8}}.get(kind, {})
+    layout = build_layout(toy_specs(), layout_config(kind, dim=DIM, **own))
     model = ToyRanker(layout.module("meta"), len(CARDS))
     apply_optimizer_in_backward(torch.optim.SGD, model.layout.ebc.parameters(), {"lr": 0.5})
     constraints = {t.name: ParameterConstraints(sharding_types=[sharding], min_partition=4)

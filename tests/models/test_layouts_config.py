@@ -14,6 +14,7 @@ from plexrec.models.layouts import (
     parse_budget,
     specs_from_prepared,
 )
+from tests.models.layout_helpers import layout_config
 
 
 def specs(cards: tuple[int, ...] = (3, 50, 1000)) -> list[SparseFeatureSpec]:
@@ -49,23 +50,35 @@ def test_bad_budget_names_the_value(bad: object) -> None:
 
 
 def test_from_dict_reads_every_key() -> None:
-    cfg = LayoutConfig.from_dict({"kind": "unified", "dim": 32, "budget": "1MB", "probes": 4,
-                                  "rows": None, "num_tables": 2, "alpha": 0.25, "blocks": 3,
-                                  "min_block_dim": 8, "seed": 7}, "run.toml [layout]")
-    assert cfg == LayoutConfig("unified", 32, "1MB", 0.25, 3, 8, 4, None, 2, 7)
+    from plexrec.models.layouts import Budget
+    from plexrec.models.layouts.mixed_dim import MixedDimOptions
+    from plexrec.models.layouts.unified import UnifiedOptions
+
+    cfg = LayoutConfig.from_dict({"kind": "unified", "dim": 32, "budget": "1MB", "seed": 7,
+                                  "unified": {"probes": 4, "num_tables": 2},
+                                  "mixed_dim": {"alpha": 0.25, "blocks": 3,
+                                                "min_block_dim": 8}}, "run.toml [layout]")
+    assert (cfg.kind, cfg.dim, cfg.budget, cfg.seed) == ("unified", 32, Budget(bytes=1 << 20), 7)
+    assert cfg.options(UnifiedOptions) == UnifiedOptions(probes=4, rows=None, num_tables=2)
+    mixed = cfg.model_copy(update={"kind": "mixed_dim"})
+    mixed._options = cfg._options
+    assert mixed.options(MixedDimOptions) == MixedDimOptions(alpha=0.25, blocks=3,
+                                                             min_block_dim=8)
+    assert LayoutConfig.from_dict({"kind": "qr"}).options(UnifiedOptions) == UnifiedOptions()
 
 
 @pytest.mark.parametrize(("table", "needle"), [
     ({"kind": "hashed"}, "'hashed'"),
-    ({"kind": "unified", "dim": 16, "probes": 3}, "probes = 3"),
+    ({"kind": "unified", "probes": 3}, "unknown key 'probes'"),
     ({"budget": "8 parsecs"}, "'8 parsecs'"),
     ({"dimension": 16}, "'dimension'"),
     ({"dim": "16"}, "dim = '16'"),
-    ({"alpha": 5.0}, "alpha = 5.0"),
-    ({"blocks": 0}, "blocks = 0"),
-    ({"kind": "mixed_dim", "min_block_dim": 32, "dim": 16}, "min_block_dim = 32"),
-    ({"probes": 0}, "probes = 0"),
-    ({"rows": 0}, "rows = 0"),
+    ({"mixed_dim": {"alpha": 5.0}}, "[layout.mixed_dim] alpha = 5.0"),
+    ({"mixed_dim": {"blocks": 0}}, "[layout.mixed_dim] blocks = 0"),
+    ({"unified": {"probes": 0}}, "[layout.unified] probes = 0"),
+    ({"unified": {"rows": 0}}, "[layout.unified] rows = 0"),
+    ({"unified": {"prob": 2}}, "[layout.unified] prob: unknown key"),
+    ({"unified": 3}, "must be a table"),
 ])
 def test_from_dict_rejects_bad_values(table: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -81,7 +94,7 @@ def test_other_kinds_settings_do_not_constrain_per_feature() -> None:
 
 def test_unknown_layout_lists_the_valid_names() -> None:
     with pytest.raises(ConfigError) as err:
-        build_layout(specs(), LayoutConfig(kind="hashed"))
+        build_layout(specs(), LayoutConfig.from_dict({"kind": "hashed"}))
     message = str(err.value)
     assert "'hashed'" in message
     for name in ("per_feature", "mixed_dim", "unified"):
@@ -90,7 +103,9 @@ def test_unknown_layout_lists_the_valid_names() -> None:
 
 def test_probes_must_divide_dim_at_build_time() -> None:
     with pytest.raises(ConfigError, match="probes = 3 does not divide dim = 16"):
-        build_layout(specs(), LayoutConfig(kind="unified", dim=16, probes=3))
+        build_layout(specs(), layout_config("unified", dim=16, probes=3))
+    with pytest.raises(ConfigError, match="min_block_dim = 32 must be <= dim = 16"):
+        build_layout(specs(), layout_config("mixed_dim", dim=16, min_block_dim=32))
 
 
 @pytest.mark.parametrize("kind", ["per_feature", "mixed_dim", "unified"])
@@ -102,8 +117,8 @@ def test_budget_too_small_names_the_budget(kind: str) -> None:
 
 
 def test_unified_rows_over_budget_names_rows() -> None:
-    with pytest.raises(ConfigError, match="layout.rows = 1000"):
-        build_layout(specs(), LayoutConfig(kind="unified", rows=1000, budget=500))
+    with pytest.raises(ConfigError, match="layout.unified.rows = 1000"):
+        build_layout(specs(), layout_config("unified", rows=1000, budget=500))
 
 
 def test_mixed_dim_needs_counts() -> None:

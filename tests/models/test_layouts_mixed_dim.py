@@ -7,8 +7,9 @@ import pytest
 import torch
 from torchrec import KeyedJaggedTensor
 
-from plexrec.models.layouts import LayoutConfig, MixedDimLayout, SparseFeatureSpec, build_layout
+from plexrec.models.layouts import MixedDimLayout, SparseFeatureSpec, build_layout
 from plexrec.models.layouts.mixed_dim import block_edges
+from tests.models.layout_helpers import layout_config
 
 CARDS = (3, 50, 1000, 5500)
 
@@ -25,7 +26,7 @@ def specs() -> list[SparseFeatureSpec]:
 
 
 def build(**kw: object) -> MixedDimLayout:
-    layout = build_layout(specs(), LayoutConfig(kind="mixed_dim", **kw))
+    layout = build_layout(specs(), layout_config("mixed_dim", **kw))
     assert isinstance(layout, MixedDimLayout)
     return layout
 

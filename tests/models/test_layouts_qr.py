@@ -7,8 +7,9 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from plexrec.features.errors import ConfigError
-from plexrec.models.layouts import LayoutConfig, QRLayout, SparseFeatureSpec, build_layout
+from plexrec.models.layouts import QRLayout, SparseFeatureSpec, build_layout
 from plexrec.models.layouts.qr import plan_feature, qr_rows
+from tests.models.layout_helpers import layout_config
 
 CARDS = (3, 50, 1000, 5500)
 
@@ -16,7 +17,7 @@ CARDS = (3, 50, 1000, 5500)
 def build(**kw: object) -> QRLayout:
     specs = [SparseFeatureSpec(f"c{i}", c, None, "mean" if i == 1 else "sum")
              for i, c in enumerate(CARDS)]
-    layout = build_layout(specs, LayoutConfig(kind="qr", **kw))
+    layout = build_layout(specs, layout_config("qr", **kw))
     assert isinstance(layout, QRLayout)
     return layout
 
@@ -44,7 +45,7 @@ def test_full_size_without_budget() -> None:
 def test_fixed_collisions_and_over_budget() -> None:
     layout = build(dim=8, collisions=10)
     assert layout.total_params == 8 * (3 + (5 + 10) + (100 + 10) + (550 + 10))
-    with pytest.raises(ConfigError, match="layout.collisions = 10"):
+    with pytest.raises(ConfigError, match="layout.qr.collisions = 10"):
         build(dim=8, collisions=10, budget=1000)
 
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torchrec import KeyedJaggedTensor
 
-from plexrec.models.layouts import LayoutConfig, SparseFeatureSpec, UnifiedLayout, build_layout
+from plexrec.models.layouts import SparseFeatureSpec, UnifiedLayout, build_layout
+from tests.models.layout_helpers import layout_config
 
 CARDS = (3, 50, 1000, 5500)
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ def specs(cards: tuple[int, ...] = CARDS) -> list[SparseFeatureSpec]:
 
 
 def build(cards: tuple[int, ...] = CARDS, **kw: object) -> UnifiedLayout:
-    layout = build_layout(specs(cards), LayoutConfig(kind="unified", **kw))
+    layout = build_layout(specs(cards), layout_config("unified", **kw))
     assert isinstance(layout, UnifiedLayout)
     return layout
 
@@ -96,7 +97,7 @@ import numpy as np
 from plexrec.models.layouts import LayoutConfig, SparseFeatureSpec, build_layout
 from tests.models.test_layouts_unified import module_rows
 specs = [SparseFeatureSpec(f"c{i}", c) for i, c in enumerate((3, 50, 1000, 5500))]
-layout = build_layout(specs, LayoutConfig(kind="unified", dim=16, probes=2, rows=4093, seed=5))
+layout = build_layout(specs, LayoutConfig(kind="unified", dim=16, seed=5, unified={"probes": 2, "rows": 4093}))
 print(json.dumps(module_rows(layout, np.arange(500, dtype=np.int64)).tolist()))
 """
 

@@ -13,6 +13,7 @@ from plexrec.models.two_tower import (
     padded_user_tower,
     sampled_softmax_loss,
 )
+from tests.models.layout_helpers import layout_config
 
 
 def test_sampled_softmax_matches_hand_computation_with_log_q():
@@ -95,7 +96,7 @@ def test_scripted_padded_tower_equals_the_torchrec_tower(kind, extra, tmp_path):
     poolings = ["sum", "sum", "mean"]
     specs = [SparseFeatureSpec(f"f{i}", c, np.sort(rng.integers(1, 100, c))[::-1].copy(), p)
              for i, (c, p) in enumerate(zip(cards, poolings, strict=True))]
-    layout = build_layout(specs, LayoutConfig(kind=kind, dim=8, **extra))
+    layout = build_layout(specs, layout_config(kind, dim=8, **extra))
     torch.manual_seed(0)
     tower = Tower(layout.module(), layout.feature_names, layout.dim, [0, 2], [16], 6).eval()
     kjt, padded = _random_bags(rng, cards, max_lengths, 64)

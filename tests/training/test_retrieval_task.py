@@ -102,8 +102,12 @@ def test_run_config_maps_onto_retrieval_settings():
                                      ["model.deep_mlp=[]"]))
     with pytest.raises(ConfigError, match="temperature"):
         RetrievalConfig.from_dict({"temperature": 0})
-    with pytest.raises(ConfigError, match="'nope'"):
+    with pytest.raises(ConfigError, match="nope: unknown key"):
         RetrievalConfig.from_dict({"nope": 1})
+    with pytest.raises(ConfigError, match=r"ks\[1\] = 0"):
+        RetrievalConfig.from_dict({"ks": [10, 0]})
+    with pytest.raises(ConfigError, match="temperature = '0.2'"):
+        RetrievalConfig.from_dict({"temperature": "0.2"})
 
 
 def test_task_protocol_forward_loss_and_in_batch_evaluator(ml):
