@@ -1,17 +1,17 @@
 """Retrieval quality on MovieLens-100K: Recall@K and NDCG@K (K = 10, 50, 100) of the two-tower
 model against a popularity and a matrix-factorisation baseline, all on the same split.
 
-Protocol: a rating >= 4 is a positive. Each user's last min(5, n_pos // 2) positives by time are
-held out (942 of 943 users are evaluated, 4.6k held-out positives); everything else trains.
-Every model ranks all 1,682 items, minus the user's own training positives. Recall@K = hits /
-held-out count, NDCG@K with binary gains (see training/retrieval_metrics.py).
-Subject: the two-tower model (user tower: user_id, age, gender, occupation, zip + log1p(age);
-item tower: item_id, genres, release_year) with in-batch sampled softmax, log-Q correction and
-temperature, per-feature layout; the same model without log-Q (ablation) and on a unified layout
-at ~25% of the embedding parameters. Baselines measured in the same run: popularity (training positive counts) and MF
-(user/item id embeddings only, the same sampled softmax and log-Q, plain torch).
-Hyper-parameters were picked on validation positives (the 5 before the test ones), never on the
-test positives. Every trained model is repeated over --repeats seeds; figures are medians.
+Protocol: a rating >= 4 is a positive. The retrieval task's own leave-last-out split: each
+user's last 5 positives by time are held out for test and the 5 before them for validation
+(early stopping); every model trains on the rest. Every model ranks all 1,682 items, minus the
+user's own training positives. Recall@K = hits / held-out count, NDCG@K with binary gains (see
+training/retrieval_metrics.py).
+Subject: configs/movielens_two_tower.toml as shipped, trained by `plexrec train`'s trainer (the
+one training loop, in this process) and scored from its checkpoint; the same without log-Q
+(ablation) and on a unified layout at ~25% of the embedding parameters. Baselines measured in
+the same run on the same split: popularity (training positive counts) and MF (user/item id
+embeddings only, the same sampled softmax and log-Q, plain torch). Every trained model is
+repeated over --repeats seeds; figures are means.
 
     python -m bench.bench_retrieval_quality [--repeats 3] [--quick]
 """
@@ -38,35 +38,37 @@ from bench.samples import ML_100K  # noqa: E402
 from plexrec.features.cache import PreparedData  # noqa: E402
 from plexrec.features.prepare import prepare  # noqa: E402
 from plexrec.features.schema import load_schema  # noqa: E402
-from plexrec.models.layouts import LayoutConfig  # noqa: E402
 from plexrec.training.baselines import MFConfig, mf_scorer, popularity_scorer, train_mf  # noqa: E402
+from plexrec.training.export import load_trained  # noqa: E402
+from plexrec.training.launch import LaunchOptions, run_train  # noqa: E402
 from plexrec.training.retrieval_metrics import evaluate_topk, seen_before_test  # noqa: E402
 from plexrec.training.two_tower import (  # noqa: E402
-    RetrievalConfig,
-    build_two_tower,
     evaluate_two_tower,
     key_ids,
     key_names,
     make_split,
     positive_rows,
-    train_two_tower,
 )
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "movielens_two_tower.toml"
 RESULTS = REPO / "bench" / "results" / "retrieval_quality.json"
 KS = (10, 50, 100)
 HOLDOUT = 5
 
 
-def _two_tower(data: Any, split: Any, layout: LayoutConfig, config: RetrievalConfig
+def _two_tower(prepared: Path, runs: Path, data: Any, split: Any, overrides: list[str]
                ) -> tuple[dict[str, float], dict[str, Any]]:
+    """The shipped config through `plexrec train`'s own trainer (in this process), then its
+    checkpoint scored on the benchmark's split, which is the task's split."""
     started = time.perf_counter()
-    parts = build_two_tower(data, layout, config)
-    result = train_two_tower(parts, data, split.train_rows, config)
-    metrics = evaluate_two_tower(parts.model, data, split, KS)
-    return metrics, {"seconds": time.perf_counter() - started, "steps": result.steps,
-                     "final_loss": float(np.mean(result.losses[-20:])),
-                     "embedding_params": parts.embedding_params}
+    result = run_train(LaunchOptions(config=CONFIG, data=str(prepared), quiet=True, overrides=[
+        "mlflow.enabled=false", f"train.runs_root={runs}", *overrides]))
+    trained = load_trained(result["run_dir"])
+    metrics = evaluate_two_tower(trained.parts.model, data, split, KS)
+    return metrics, {"seconds": time.perf_counter() - started, "steps": result["steps"],
+                     "early_stopped": result["early_stopped"],
+                     "embedding_params": result["embedding_params"]}
 
 
 def _mf(data: Any, split: Any, config: MFConfig) -> tuple[dict[str, float], dict[str, Any]]:
@@ -91,8 +93,8 @@ def _repeat(fn: Callable[[int], tuple[dict[str, float], dict[str, Any]]], seeds:
         runs.append({"seed": seed, **metrics, **info})
         print(f"    seed {seed}: " + " ".join(f"{k}={metrics[k]:.4f}" for k in _names())
               + f"  ({info['seconds']:.1f}s)", flush=True)
-    median = {k: statistics.median(r[k] for r in runs) for k in _names()}
-    return {"median": median, "runs": runs,
+    mean = {k: statistics.mean(r[k] for r in runs) for k in _names()}
+    return {"mean": mean, "runs": runs,
             "embedding_params": runs[0].get("embedding_params")}
 
 
@@ -116,50 +118,49 @@ def main() -> None:
         prepare(load_schema(REPO / "configs" / "movielens.toml"), args.data, Path(tmp) / "ml",
                 progress=False)
         data = PreparedData.open(Path(tmp) / "ml")
-        split = make_split(data, HOLDOUT)
+        # The retrieval task's split: each user's last HOLDOUT positives test, the HOLDOUT
+        # before them validate (early stopping); the baselines train on the same train rows.
+        split = make_split(data, HOLDOUT, val_holdout=HOLDOUT)
         user_key, item_key = key_names(data)
         candidates = np.arange(1, data.cardinality(item_key))
         n_test = sum(len(v) for v in split.test_pos.values())
         print(f"MovieLens-100K: {len(split.test_pos)} users evaluated, {n_test} held-out "
               f"positives, {len(candidates)} candidate items", flush=True)
 
-        tt_config = RetrievalConfig()
-        mf_config = MFConfig()
-        if epochs:
-            tt_config = RetrievalConfig(epochs=epochs)
-            mf_config = MFConfig(epochs=epochs)
-        per_feature = LayoutConfig(kind="per_feature", dim=32)
-        full_params = build_two_tower(data, per_feature, tt_config).embedding_params
-        unified = LayoutConfig(kind="unified", dim=32, budget=full_params // 4)
+        mf_config = MFConfig(epochs=epochs) if epochs else MFConfig()
+        common = [f"train.epochs={epochs}"] if epochs else []
+        runs = Path(tmp) / "runs"
+        prepared = Path(tmp) / "ml"
+
+        def two_tower(*overrides: str) -> Callable[[int], Any]:
+            return lambda s: _two_tower(prepared, runs, data, split,
+                                        [*common, f"train.seed={s}", *overrides])
 
         results: dict[str, Any] = {}
         print("popularity", flush=True)
         pos = positive_rows(data, split.train_rows)
         pop = evaluate_topk(popularity_scorer(key_ids(data, item_key)[pos], candidates),
                             split.test_pos, seen_before_test(split), candidates, KS)
-        results["popularity"] = {"median": {k: pop[k] for k in _names()}, "runs": [pop],
+        results["popularity"] = {"mean": {k: pop[k] for k in _names()}, "runs": [pop],
                                  "embedding_params": 0}
         print("    " + " ".join(f"{k}={pop[k]:.4f}" for k in _names()), flush=True)
         print("matrix factorisation (id embeddings, sampled softmax + log-Q)", flush=True)
         results["mf"] = _repeat(lambda s: _mf(data, split, MFConfig(**{
             **mf_config.__dict__, "seed": s})), seeds)
         print("two-tower, per_feature layout", flush=True)
-        results["two_tower"] = _repeat(lambda s: _two_tower(
-            data, split, per_feature, tt_config.model_copy(update={"seed": s})),
-            seeds)
+        results["two_tower"] = _repeat(two_tower(), seeds)
+        full_params = int(results["two_tower"]["runs"][0]["embedding_params"])
         print("two-tower without the log-Q correction (ablation)", flush=True)
-        results["two_tower_no_log_q"] = _repeat(lambda s: _two_tower(
-            data, split, per_feature, RetrievalConfig(**{**tt_config.model_dump(), "seed": s,
-                                                         "log_q": False})), seeds)
+        results["two_tower_no_log_q"] = _repeat(two_tower("retrieval.log_q=false"), seeds)
         print("two-tower, unified layouts with 1/4 of the embedding parameters", flush=True)
-        results["two_tower_unified_25pct"] = _repeat(lambda s: _two_tower(
-            data, split, unified, tt_config.model_copy(update={"seed": s})), seeds)
+        results["two_tower_unified_25pct"] = _repeat(two_tower(
+            "layout.kind=unified", f"layout.budget={full_params // 4}"), seeds)
 
     header = f"{'model':<26}" + "".join(f"{k:>11}" for k in _names())
     print("\n" + header)
     for name, r in results.items():
-        print(f"{name:<26}" + "".join(f"{r['median'][k]:>11.4f}" for k in _names()))
-    tt, mf_r, pop_r = (results[k]["median"] for k in ("two_tower", "mf", "popularity"))
+        print(f"{name:<26}" + "".join(f"{r['mean'][k]:>11.4f}" for k in _names()))
+    tt, mf_r, pop_r = (results[k]["mean"] for k in ("two_tower", "mf", "popularity"))
     ratios = {f"two_tower_over_{b}": {k: tt[k] / r[k] for k in _names() if r[k] > 0}
               for b, r in (("popularity", pop_r), ("mf", mf_r))}
     print(f"\ntwo-tower / popularity recall@10: {ratios['two_tower_over_popularity']['recall@10']:.2f}x"
@@ -170,9 +171,9 @@ def main() -> None:
         "protocol": {"holdout": f"last min({HOLDOUT}, n_pos // 2) positives per user by time",
                      "users_evaluated": len(split.test_pos), "held_out_positives": n_test,
                      "candidates": "all items minus the user's training positives",
-                     "ks": list(KS), "statistic": f"median over {repeats} seed(s)"},
-        "config": {"two_tower": {**tt_config.to_dict(), "layout": per_feature.__dict__,
-                                 "unified_layout": unified.__dict__},
+                     "ks": list(KS), "statistic": f"mean over {repeats} seed(s)"},
+        "config": {"two_tower": {"config": str(CONFIG.relative_to(REPO)), "overrides": common,
+                                 "unified_budget_params": full_params // 4},
                    "mf": mf_config.__dict__},
         "results": results,
         "ratios": ratios,

@@ -15,6 +15,9 @@ KNOWN: tuple[tuple[type[Warning], str, str], ...] = (
      "raised inside TorchRec's DistributedModelParallel, not by a plexrec argument"),
     (UserWarning, r"torch.distributed is disabled, unavailable or uninitialized",
      "export and evaluation load sharded checkpoints in one process on purpose"),
+    (UserWarning, r"fbgemm::dense_embedding_codegen_lookup_function: an autograd kernel",
+     "data_parallel tables on CPU (torch 2.13, fbgemm-gpu-cpu 1.8): checked that their "
+     "gradients arrive in full (one row per looked-up id, every column)"),
 )
 # Loggers that announce a deprecation on every run, at WARNING.
 QUIET_LOGGERS = ("torch.fx._symbolic_trace",)

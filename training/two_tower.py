@@ -1,28 +1,25 @@
 """Two-tower retrieval on a prepared cache: builds the model, trains it on positive interactions
 with in-batch negatives, and evaluates Recall@K / NDCG@K on a leave-last-out split.
 
-`training/tasks/retrieval.py` plugs the model into the sharded trainer; the plain loop
-`train_two_tower` serves benchmarks and tests. Evaluation and export need the vectors of given
+`training/tasks/retrieval.py` plugs the model into the trainer (the one training loop, used by
+`plexrec train`, the tests and the benchmarks). Evaluation and export need the vectors of given
 rows (each user's and each item's feature row), hence `entity_rows` and `tower_vectors`."""
 
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
-from torchrec import KeyedJaggedTensor
 
 from plexrec.features.config import Section, parse_section
 from plexrec.features.errors import ConfigError, DataError
 from plexrec.models.layouts import Budget, LayoutConfig, build_layout, specs_from_prepared
-from plexrec.models.two_tower import Tower, TwoTower, log_q_from_counts, sampled_softmax_loss
+from plexrec.models.two_tower import Tower, TwoTower, log_q_from_counts
 from plexrec.training.retrieval_metrics import (
     DEFAULT_KS,
     LeaveLastOut,
@@ -201,77 +198,15 @@ def tower_vectors(tower: Tower, data: Any, rows: np.ndarray, batch_size: int = 1
     return result
 
 
-@dataclass
-class TrainResult:
-    losses: list[float] = field(default_factory=list)
-    steps: int = 0
-    examples: int = 0
-    seconds: float = 0.0
-
-    @property
-    def examples_per_sec(self) -> float:
-        return self.examples / self.seconds if self.seconds > 0 else 0.0
-
-
 def positive_rows(data: Any, rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.int64)
     return rows[np.asarray(data.labels)[rows] > 0.5]
-
-
-def retrieval_loss(model: TwoTower, dense: torch.Tensor, kjt: KeyedJaggedTensor, item_key: str,
-                   log_q: torch.Tensor | None) -> torch.Tensor:
-    """The training objective of one batch of positive rows."""
-    user, item = model(dense, kjt)
-    item_ids = kjt[item_key].values()
-    return sampled_softmax_loss(user, item, item_ids, log_q, model.temperature)
 
 
 def item_log_q(data: Any, rows: np.ndarray, item_key: str) -> torch.Tensor:
     """Sampling log-probability of each item id, from the positive training rows."""
     ids = key_ids(data, item_key)[rows]
     return log_q_from_counts(np.bincount(ids, minlength=data.cardinality(item_key)))
-
-
-def train_two_tower(parts: TwoTowerParts, data: Any, rows: np.ndarray, config: RetrievalConfig,
-                    log_every: int = 0) -> TrainResult:
-    """A plain single-process loop (Adam on everything) over the positive rows among `rows`,
-    for benchmarks and tests; `plexrec train` runs RetrievalTask under the sharded trainer."""
-    from plexrec.features.batching import BatchLoader
-
-    _, item_key = key_names(data)
-    pos = positive_rows(data, rows)
-    if len(pos) < 2:
-        raise DataError(f"only {len(pos)} positive training rows", path=str(data.path))
-    batch = min(config.batch_size, len(pos))
-    per_epoch = len(pos) // batch
-    total = config.max_steps if config.max_steps > 0 else per_epoch * config.epochs
-    log_q = item_log_q(data, pos, item_key) if config.log_q else None
-    model = parts.model
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loader = BatchLoader(data, pos, batch, shuffle=True, seed=config.seed, drop_last=True)
-    result = TrainResult()
-    started = time.perf_counter()
-    for step in range(total):
-        if step % per_epoch == 0:
-            loader.set_epoch(step // per_epoch)
-            batches = iter(loader)
-        b = next(batches)
-        loss = retrieval_loss(model, b.dense_features, b.sparse_features, item_key, log_q)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise DataError(f"two-tower loss became {value} at step {step}", path=str(data.path))
-        result.losses.append(value)
-        result.examples += batch
-        if log_every and (step + 1) % log_every == 0:
-            log.info("step %d/%d loss %.4f", step + 1, total,
-                     float(np.mean(result.losses[-log_every:])))
-    result.steps = total
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def two_tower_scorer(model: TwoTower, data: Any, user_rows_from: np.ndarray
