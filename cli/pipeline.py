@@ -26,6 +26,17 @@ CONFIGS = REPO / "configs"
 DEMO_ROOT = REPO / ".plexrec" / "demo"
 
 
+# The demo registers its two models (registration is opt-in for `plexrec train`), each run's
+# version taking the alias: models:/plexrec-demo-ctr@champion.
+DEMO_MODELS = ("plexrec-demo-ctr", "plexrec-demo-two-tower")
+DEMO_ALIAS = "champion"
+
+
+def _register(name: str) -> list[str]:
+    return ["--set", f"mlflow.registered_model={name}", "--set",
+            f"mlflow.register_alias={DEMO_ALIAS}"]
+
+
 def default_workdir(data: Path | None) -> Path:
     """One work folder per data source, so a demo on ml-100k never overwrites the synthetic
     one's runs: .plexrec/demo/synthetic, .plexrec/demo/ml-100k, .plexrec/demo/<dir>-train ..."""
@@ -149,12 +160,13 @@ def run_demo(config: DemoConfig) -> DemoSummary:
         "train", "--config", str(ctr_config), "--data", str(ctr_data), "--layout", config.layout,
         "--nproc", str(config.nproc), "--set", f"train.epochs={config.ctr_epochs}",
         "--set", f"data.batch_size={config.ctr_batch_size}",
-        "--set", f"train.runs_root={work / 'runs'}", *quiet)
+        "--set", f"train.runs_root={work / 'runs'}", *_register(DEMO_MODELS[0]), *quiet)
     summary.two_tower = stage(
         "train the two-tower retrieval model", "train", "--config", str(tt_config),
         "--data", str(tt_data), "--nproc", "1",
         "--set", f"train.epochs={config.two_tower_epochs}",
-        "--set", f"train.runs_root={work / 'runs'}", *quiet)
+        "--set", f"train.runs_root={work / 'runs'}", "--set", "mlflow.log_model=true",
+        *_register(DEMO_MODELS[1]), *quiet)
     summary.snapshot = stage("export the vector snapshot", "export", "--run",
                              summary.two_tower["run_id"], "--out", str(work / "snapshots"))
 

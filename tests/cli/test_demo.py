@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import redis
 
+from plexrec.cli.pipeline import DEMO_ALIAS, DEMO_MODELS
 from plexrec.models.snapshot import Snapshot
 from plexrec.serving import redis_keys
 from tests.conftest import REPO
@@ -40,6 +41,20 @@ def test_demo_smoke_runs_every_stage(tmp_path: Path, redis_url: str, mlflow_uri:
     run = client.get_run(ctr["run_id"])
     assert run.data.metrics["test_auc"] == pytest.approx(ctr["test_auc"])
     assert client.get_run(tt["run_id"]).info.status == "FINISHED"
+    # both models registered, each run's version under the champion alias, loadable from it
+    for name, trained in zip(DEMO_MODELS, (ctr, tt), strict=True):
+        version = client.get_model_version_by_alias(name, DEMO_ALIAS)
+        assert version.run_id == trained["run_id"]
+    mlflow.set_tracking_uri(mlflow_uri)
+    assert mlflow.pytorch.load_model(f"models:/{DEMO_MODELS[0]}@{DEMO_ALIAS}") is not None
+    # the run carries its source; its experiment is filed as model training
+    tags = run.data.tags
+    assert tags["mlflow.source.name"] == "plexrec train" and "mlflow.source.git.commit" in tags
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # every run in its own directory under the work folder
+    assert Path(ctr["run_dir"]).parent.parent == work / "runs"
+    assert Path(tt["run_dir"]).parent.parent == work / "runs"
     assert 0.0 < tt["test_recall_at_100"] <= 1.0
     # export
     snap = Snapshot.open(result["snapshot"]["snapshot"])
