@@ -4,7 +4,7 @@ an id means the same thing in training and in serving."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -37,20 +37,6 @@ def as_strings(values: Any) -> pd.Series:
         out[missing] = None
         return pd.Series(out, dtype=object)
     return s.astype(str).astype(object)
-
-
-def build_vocabulary(counts: Mapping[str, int] | tuple[Sequence[str], Sequence[int]],
-                     min_count: int) -> dict[str, int]:
-    """Ids 1..V for values seen at least `min_count` times, by descending count (ties by value),
-    so low ids are frequent; everything else shares id 0 (OOV/missing)."""
-    if isinstance(counts, Mapping):
-        values = np.array(list(counts.keys()), dtype=object)
-        freq = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
-    else:
-        values = np.asarray(counts[0], dtype=object)
-        freq = np.asarray(counts[1], dtype=np.int64)
-    order = vocabulary_order(values, freq, min_count)
-    return {str(v): i + 1 for i, v in enumerate(values[order])}
 
 
 def vocabulary_order(values: np.ndarray, freq: np.ndarray, min_count: int) -> np.ndarray:
@@ -123,15 +109,6 @@ def encode_multi_hot(feature: Feature, values: Any, vocab: Mapping[str, int] | N
     if len(tokens) == 0:
         return np.zeros(0, dtype=np.int64), lengths
     return encode_strings(feature, tokens, vocab), lengths
-
-
-def encode_sparse(feature: Feature, values: Any, vocab: Mapping[str, int] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Either kind as (ids, lengths): what a KJT needs for this feature."""
-    if feature.kind == "multi_hot":
-        return encode_multi_hot(feature, values, vocab)
-    ids = encode_categorical(feature, values, vocab)
-    return ids, np.ones(len(ids), dtype=np.int32)
 
 
 def transform_dense(feature: Feature, values: Any) -> np.ndarray:

@@ -93,24 +93,6 @@ def serving_tower(parts: TwoTowerParts, data: Any) -> PaddedUserTower:
                              contract_lengths, mean)
 
 
-def padded_inputs(data: Any, rows: np.ndarray, names: list[str], max_lengths: list[int],
-                  dense_index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The exported tower's inputs for prepared rows: what serving builds from raw features."""
-    rows = np.asarray(rows, dtype=np.int64)
-    blocks = []
-    for name, width in zip(names, max_lengths, strict=True):
-        offsets, values = data.offsets(name), np.asarray(data.values(name))
-        block = np.full((len(rows), width), -1, dtype=np.int64)
-        for i, r in enumerate(rows.tolist()):
-            bag = values[offsets[r]:offsets[r + 1]][:width]
-            block[i, :len(bag)] = bag
-        blocks.append(block)
-    sparse = torch.from_numpy(np.concatenate(blocks, axis=1))
-    dense = torch.from_numpy(np.ascontiguousarray(
-        np.asarray(data.dense)[rows][:, dense_index], dtype=np.float32))
-    return sparse, dense
-
-
 def script_tower(tower: PaddedUserTower, path: Path) -> Path:
     scripted = torch.jit.script(tower)
     scripted.save(str(path))

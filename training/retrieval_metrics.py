@@ -27,16 +27,6 @@ def recall_at_k(ranked: Sequence[int], relevant: set[int] | Sequence[int], k: in
     return len(relevant.intersection(ranked[:k])) / len(relevant)
 
 
-def ndcg_at_k(ranked: Sequence[int], relevant: set[int] | Sequence[int], k: int) -> float:
-    """Binary-relevance NDCG: hits near the top count more, normalised by the best possible list."""
-    relevant = set(relevant)
-    if not relevant:
-        raise ValueError("NDCG is undefined for a user without relevant items")
-    dcg = sum(1.0 / np.log2(r + 2) for r, item in enumerate(ranked[:k]) if item in relevant)
-    idcg = sum(1.0 / np.log2(r + 2) for r in range(min(k, len(relevant))))
-    return float(dcg / idcg)
-
-
 @dataclass(frozen=True)
 class LeaveLastOut:
     """Each evaluated user's last positives by time are held out; everything else trains.

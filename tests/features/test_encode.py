@@ -6,11 +6,10 @@ import pytest
 
 from plexrec.features.encode import (
     as_strings,
-    build_vocabulary,
     encode_categorical,
     encode_multi_hot,
-    encode_sparse,
     transform_dense,
+    vocabulary_order,
 )
 from plexrec.features.errors import SchemaError
 from plexrec.features.hashing import hash_strings
@@ -22,11 +21,10 @@ MULTI = Feature(name="m", kind="multi_hot", min_count=1, max_length=2)
 
 
 def test_vocabulary_orders_by_count_then_value_and_drops_rare() -> None:
-    vocab = build_vocabulary({"b": 3, "a": 3, "z": 5, "rare": 1}, min_count=2)
-    assert vocab == {"z": 1, "a": 2, "b": 3}
-    same = build_vocabulary((["b", "a", "z", "rare"], [3, 3, 5, 1]), min_count=2)
-    assert same == vocab
-    assert build_vocabulary({"x": 1}, min_count=2) == {}
+    values = np.array(["b", "a", "z", "rare"], dtype=object)
+    order = vocabulary_order(values, np.array([3, 3, 5, 1]), min_count=2)
+    assert values[order].tolist() == ["z", "a", "b"]
+    assert len(vocabulary_order(np.array(["x"], dtype=object), np.array([1]), 2)) == 0
 
 
 def test_encode_categorical_vocab_oov_and_missing() -> None:
@@ -57,8 +55,6 @@ def test_multi_hot_split_truncate_and_empty() -> None:
     assert lengths.dtype == np.int32
     assert lengths.tolist() == [2, 0, 1, 0, 2]
     assert values.tolist() == [1, 2, 3, 0, 1]
-    v, lens = encode_sparse(CAT, ["a"], vocab)
-    assert v.tolist() == [1] and lens.tolist() == [1]
     empty_v, empty_l = encode_multi_hot(MULTI, [None, None], vocab)
     assert len(empty_v) == 0 and empty_l.tolist() == [0, 0]
 

@@ -1,5 +1,6 @@
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,13 +14,30 @@ from plexrec.training.export import (
     TOWER_FILE,
     export_snapshot,
     external_ids,
-    padded_inputs,
 )
 from plexrec.training.two_tower import (
     entity_rows,
 )
 from tests.conftest import CONFIGS
 from tests.training.retrieval_helpers import prepared_movielens, train_movielens_two_tower
+
+
+def padded_inputs(data: Any, rows: np.ndarray, names: list[str], max_lengths: list[int],
+                  dense_index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exported tower's inputs for prepared rows: what serving builds from raw features."""
+    rows = np.asarray(rows, dtype=np.int64)
+    blocks = []
+    for name, width in zip(names, max_lengths, strict=True):
+        offsets, values = data.offsets(name), np.asarray(data.values(name))
+        block = np.full((len(rows), width), -1, dtype=np.int64)
+        for i, r in enumerate(rows.tolist()):
+            bag = values[offsets[r]:offsets[r + 1]][:width]
+            block[i, :len(bag)] = bag
+        blocks.append(block)
+    sparse = torch.from_numpy(np.concatenate(blocks, axis=1))
+    dense = torch.from_numpy(np.ascontiguousarray(
+        np.asarray(data.dense)[rows][:, dense_index], dtype=np.float32))
+    return sparse, dense
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -7,10 +8,19 @@ import torch
 from plexrec.training.retrieval_metrics import (
     evaluate_topk,
     leave_last_out,
-    ndcg_at_k,
     recall_at_k,
     seen_before_test,
 )
+
+
+def ndcg_at_k(ranked: Sequence[int], relevant: set[int] | Sequence[int], k: int) -> float:
+    """The reference, one user at a time: binary-relevance NDCG, normalised by the best list."""
+    relevant = set(relevant)
+    if not relevant:
+        raise ValueError("NDCG is undefined for a user without relevant items")
+    dcg = sum(1.0 / np.log2(r + 2) for r, item in enumerate(ranked[:k]) if item in relevant)
+    idcg = sum(1.0 / np.log2(r + 2) for r in range(min(k, len(relevant))))
+    return float(dcg / idcg)
 
 
 def test_recall_counts_share_of_relevant_found():
