@@ -4,7 +4,8 @@ sample inputs.
 `criteo_10k` and `ml_100k` are a Criteo Kaggle TSV of 10,000 rows and a MovieLens-100K folder.
 Every test that takes one runs on a look-alike written by the project's own generator (so a fresh
 clone has it) and, in addition, on the real sample when the data folder is present: the folder
-named by `PLEXREC_DATA`, else `../shared/data` beside the repository (CI has it)."""
+named by `PLEXREC_DATA`, else the shared data folder beside the repository (CI has it; see
+features/sample_data.py)."""
 
 from __future__ import annotations
 
