@@ -7,15 +7,13 @@ chunk size plus the vocabularies."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -29,6 +27,7 @@ import pyarrow.parquet as pq
 from plexrec.features.encode import as_strings, split_multi_hot, transform_dense
 from plexrec.features.errors import DataError
 from plexrec.features.hashing import hash_strings
+from plexrec.features.locks import exclusive
 from plexrec.features.progress import Progress
 from plexrec.features.readers import LINE_COLUMN, ReadStats, input_files, read_chunks
 from plexrec.features.schema import Feature, Schema
@@ -313,21 +312,11 @@ def prepare(schema: Schema, input_path: str | Path, out_dir: str | Path, *,
     bad rows are to stop the run: the rebuild then reports the first bad row."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out_dir.parent / f".{out_dir.name}.lock"):
+    # One writer per cache: concurrent runs of one config wait here, then reuse what the first
+    # one built instead of replacing it under its feet.
+    with exclusive(out_dir.parent / f".{out_dir.name}.lock"):
         return _prepare_locked(schema, input_path, out_dir, on_bad_row=on_bad_row,
                                chunk_rows=chunk_rows, progress=progress, force=force)
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """One writer per cache: concurrent runs of one config wait here, then reuse what the first
-    one built instead of replacing it under its feet."""
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _prepare_locked(schema: Schema, input_path: str | Path, out_dir: Path, *, on_bad_row: str,

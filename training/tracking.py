@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import io
 import json
 import logging
@@ -14,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from plexrec.features.locks import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-# What a logged model needs to load on a CPU machine; torchrec goes in without its CUDA
-# dependency (README), which pip requirements cannot say, so the model lists it last.
+# What a logged model needs to load on a CPU machine. torchrec must then be installed with
+# --no-deps (its metadata asks for the CUDA fbgemm), which pip requirements cannot express.
 _REQUIREMENTS = ("torch", "fbgemm-gpu-cpu", "torchrec", "numpy")
 
 
@@ -71,7 +72,6 @@ def pinned_requirements() -> list[str]:
 def source_tags() -> dict[str, str]:
     """mlflow.source.* tags: the entry point and, inside a git checkout, the commit."""
     import subprocess
-    import sys
 
     from mlflow.utils.mlflow_tags import (
         MLFLOW_GIT_COMMIT,
@@ -79,8 +79,7 @@ def source_tags() -> dict[str, str]:
         MLFLOW_SOURCE_TYPE,
     )
 
-    tags = {MLFLOW_SOURCE_NAME: "plexrec train", MLFLOW_SOURCE_TYPE: "LOCAL",
-            "plexrec.argv": " ".join(sys.argv[1:])[:4000]}
+    tags = {MLFLOW_SOURCE_NAME: "plexrec train", MLFLOW_SOURCE_TYPE: "LOCAL"}
     try:
         commit = subprocess.run(["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"],
                                 capture_output=True, text=True, timeout=5, check=False)
@@ -100,13 +99,8 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
         return
     db = Path(uri.removeprefix("sqlite:///"))
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(db.with_name(db.name + ".lock")):
+        yield
 
 
 def _experiment_artifacts(experiment: str) -> str | None:
