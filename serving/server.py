@@ -27,7 +27,12 @@ from plexrec.serving.stores import online_store
 from plexrec.serving.stores.base import StoreUnavailable, VectorStore
 from plexrec.serving.stores.fallback import FallbackStore
 from plexrec.serving.user_encoder import UserFeatureError
-from plexrec.serving.versions import LoadedVersion, VersionNotFound, VersionRegistry
+from plexrec.serving.versions import (
+    InvalidVersion,
+    LoadedVersion,
+    VersionNotFound,
+    VersionRegistry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,8 @@ def _handler(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]
             await context.abort(exc.code, exc.message)
         except VersionNotFound as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except InvalidVersion as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except StoreUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except UserFeatureError as exc:

@@ -19,7 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from plexrec.features.errors import PlexrecError
-from plexrec.models.snapshot import MANIFEST, Snapshot, SnapshotError, latest_snapshot
+from plexrec.models.snapshot import (
+    MANIFEST,
+    Snapshot,
+    SnapshotError,
+    check_version_name,
+    latest_snapshot,
+)
 from plexrec.serving import redis_keys as rk
 from plexrec.serving.index import CandidateIndex, IndexConfig, build_index
 from plexrec.serving.stores.base import OnlineStore, OnlineStoreError, StoreUnavailable
@@ -30,6 +36,29 @@ log = logging.getLogger(__name__)
 
 class VersionNotFound(PlexrecError):
     """A version that is neither loaded, nor on local disk, nor published in Redis."""
+
+
+class InvalidVersion(PlexrecError):
+    """A requested version that cannot be a version name at all (a path, an overlong string):
+    rejected before it touches the disk or Redis, so no answer tells what exists elsewhere."""
+
+
+MAX_VERSION_CHARS = 128
+
+
+def check_requested_version(version: str) -> str:
+    """The version a client asked for, or InvalidVersion (the echo is cut to 40 characters)."""
+    shown = version if len(version) <= 40 else version[:40] + "..."
+    if len(version) > MAX_VERSION_CHARS:
+        raise InvalidVersion(f"version {shown!r} has {len(version)} characters, more than "
+                             f"{MAX_VERSION_CHARS}")
+    try:
+        check_version_name(version)
+        rk.validate_version(version)
+    except PlexrecError:
+        raise InvalidVersion(f"version {shown!r} is not a version name: use letters, digits, "
+                             "'.', '_' or '-'") from None
+    return version
 
 
 @dataclass(frozen=True)
@@ -185,7 +214,9 @@ class VersionRegistry:
         return lv
 
     async def get(self, version: str) -> LoadedVersion:
-        """The requested version ("" = current). Raises VersionNotFound."""
+        """The requested version ("" = current). Raises InvalidVersion or VersionNotFound."""
+        if version:
+            check_requested_version(version)
         current = self.current
         if not version or (current is not None and version == current.version):
             if current is None:
@@ -197,10 +228,6 @@ class VersionRegistry:
         path = self.find_on_disk(version)
         if path is not None:
             return await self._load(version, path)
-        try:
-            rk.validate_version(version)
-        except PlexrecError as exc:
-            raise VersionNotFound(f"version {version!r} not found: {exc}") from exc
         manifest = await self.redis_manifest(version, strict=True)
         if manifest is not None:
             return redis_only_version(manifest)

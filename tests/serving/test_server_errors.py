@@ -45,8 +45,14 @@ def test_bad_inputs_get_their_status_codes(server) -> None:
         _fails(lambda: c.embeddings("item", []), INVALID, "ids", "no ids")
         _fails(lambda: c.embeddings("item", range(101)), INVALID, "101", "100")
         _fails(lambda: c.embeddings("item", [1], version="v-nope"), NOT_FOUND, "v-nope")
-        _fails(lambda: c.embeddings("item", [1], version="bad:version"), NOT_FOUND,
-               "bad:version")
+        _fails(lambda: c.embeddings("item", [1], version="bad:version"), INVALID,
+               "bad:version", "not a version name")
+        # Paths and overlong strings never reach the disk: not INTERNAL, and no NOT_FOUND that
+        # would tell whether a manifest exists elsewhere on the machine.
+        for hostile in (f"../{snap.path.name}", str(snap.path), "a/b", "v" * 300, "x\x00y"):
+            _fails(lambda v=hostile: c.embeddings("item", [1], version=v), INVALID, "version")
+            _fails(lambda v=hostile: c.info(version=v), INVALID, "version")
+        _fails(lambda: c.embeddings("item", [1], version="v" * 300), INVALID, "300 characters")
         _fails(lambda: c.retrieve(user_id=user, k=0), INVALID, "k")
         _fails(lambda: c.retrieve(user_id=user, k=-3), INVALID, "-3")
         _fails(lambda: c.retrieve(user_id=user, k=51), INVALID, "51", "1..50")
