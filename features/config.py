@@ -44,22 +44,23 @@ def describe_errors(exc: ValidationError, where: str, cls: type[BaseModel] | Non
     """One line per problem: `file: [table] key = value: what is wrong`. `table` is where `cls`
     sits in the file (("layout", "qr") for a [layout.qr] parsed on its own)."""
     lines = []
+    head = f"{where}: " if where else ""
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         place = _place((*table, *loc))
         msg = str(err["msg"]).removeprefix("Value error, ")
         if not loc and not table:
-            lines.append(f"{where}: {msg}")
+            lines.append(f"{head}{msg}")
         elif err["type"] == "extra_forbidden":
             known = _known_keys(cls, loc[:-1])
             hint = f" (known: {', '.join(known)})" if known else ""
-            lines.append(f"{where}: {place}: unknown key{hint}")
+            lines.append(f"{head}{place}: unknown key{hint}")
         elif err["type"] == "missing":
-            lines.append(f"{where}: {place}: required key is missing")
+            lines.append(f"{head}{place}: required key is missing")
         elif "input" in err and not isinstance(err["input"], Mapping):
-            lines.append(f"{where}: {place} = {err['input']!r}: {msg}")
+            lines.append(f"{head}{place} = {err['input']!r}: {msg}")
         else:
-            lines.append(f"{where}: {place}: {msg}")
+            lines.append(f"{head}{place}: {msg}")
     return "; ".join(lines)
 
 

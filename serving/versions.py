@@ -54,8 +54,7 @@ def check_requested_version(version: str) -> str:
                              f"{MAX_VERSION_CHARS}")
     try:
         check_version_name(version)
-        rk.validate_version(version)
-    except PlexrecError:
+    except SnapshotError:
         raise InvalidVersion(f"version {shown!r} is not a version name: use letters, digits, "
                              "'.', '_' or '-'") from None
     return version

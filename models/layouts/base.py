@@ -89,8 +89,7 @@ class LayoutConfig(Section):
             try:
                 self._options[name] = options_cls.model_validate(dict(table))
             except ValidationError as exc:
-                message = describe_errors(exc, "", options_cls, ("layout", name))
-                raise ValueError(message.removeprefix(": ").replace("; : ", "; ")) from None
+                raise ValueError(describe_errors(exc, "", options_cls, ("layout", name))) from None
         return self
 
     def options(self, cls: type[OptionsT]) -> OptionsT:
@@ -100,9 +99,7 @@ class LayoutConfig(Section):
 
     def with_budget(self, budget: Budget | None) -> LayoutConfig:
         """The same layout under another budget (e.g. one tower's share)."""
-        copy = self.model_copy(update={"budget": budget})
-        copy._options = dict(self._options)
-        return copy
+        return self.model_copy(update={"budget": budget})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "layout") -> LayoutConfig:

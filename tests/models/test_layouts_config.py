@@ -61,7 +61,6 @@ def test_from_dict_reads_every_key() -> None:
     assert (cfg.kind, cfg.dim, cfg.budget, cfg.seed) == ("unified", 32, Budget(bytes=1 << 20), 7)
     assert cfg.options(UnifiedOptions) == UnifiedOptions(probes=4, rows=None, num_tables=2)
     mixed = cfg.model_copy(update={"kind": "mixed_dim"})
-    mixed._options = cfg._options
     assert mixed.options(MixedDimOptions) == MixedDimOptions(alpha=0.25, blocks=3,
                                                              min_block_dim=8)
     assert LayoutConfig.from_dict({"kind": "qr"}).options(UnifiedOptions) == UnifiedOptions()
