@@ -71,26 +71,39 @@ def summarize(latencies_s: list[float], wall_s: float) -> dict[str, float]:
             "p99_ms": float(np.percentile(lat, 99)), "requests": int(len(lat))}
 
 
-async def run_load(target: str, make_request, requests: int, concurrency: int) -> dict:
-    """`concurrency` client tasks share a fixed number of requests; latency per request."""
+async def run_load(target: str, make_request, requests: int, concurrency: int, *,
+                   channels: int = 1, tls_ca: Path | None = None) -> dict:
+    """`concurrency` client tasks share a fixed number of requests; latency per request. With
+    `channels` > 1 the tasks spread over that many connections (each its own subchannel), which
+    SO_REUSEPORT spreads over the server's workers."""
     import grpc
 
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.EmbeddingServiceStub(channel)
+    options = [("grpc.use_local_subchannel_pool", 1)] if channels > 1 else []
+    if tls_ca is not None:
+        creds = grpc.ssl_channel_credentials(tls_ca.read_bytes())
+        chans = [grpc.aio.secure_channel(target, creds, options=[
+            *options, ("grpc.ssl_target_name_override", "localhost")]) for _ in range(channels)]
+    else:
+        chans = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
+    try:
+        stubs = [pb_grpc.EmbeddingServiceStub(c) for c in chans]
         for i in range(min(50, requests)):
-            await make_request(stub, i)
+            await make_request(stubs[i % channels], i)
         latencies: list[float] = []
         counter = iter(range(requests))
 
-        async def worker() -> None:
+        async def worker(stub) -> None:
             for i in counter:
                 t0 = time.perf_counter()
                 await make_request(stub, i)
                 latencies.append(time.perf_counter() - t0)
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(stubs[j % channels]) for j in range(concurrency)))
         return summarize(latencies, time.perf_counter() - start)
+    finally:
+        for c in chans:
+            await c.close()
 
 
 async def run_redis_load(url: str, version: str, batches: list[np.ndarray], partitions: int,
@@ -140,8 +153,9 @@ def median_runs(runs: list[dict]) -> dict:
 
 
 def start_server(root: Path, redis_url: str, exact_threshold: int,
-                 config: Path | None = None) -> tuple[subprocess.Popen, dict]:
+                 config: Path | None = None, workers: int = 1) -> tuple[subprocess.Popen, dict]:
     extra = ["--config", str(config)] if config else []
+    extra += ["--workers", str(workers)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "plexrec.cli.main", "serve", "--snapshot", str(root), "--redis",
          redis_url, "--namespace", NAMESPACE, "--port", "0", "--exact-threshold",
@@ -217,6 +231,11 @@ def run_all(args: argparse.Namespace, work: Path, load_before: tuple[float, ...]
         finally:
             server.terminate()
             server.wait(30)
+        report["results"].update(tls_metrics_scenarios(args, work, redis_proc.url, user_ids))
+        report["results"].update(workers_scenarios(args, work, redis_proc.url, user_ids,
+                                                   redis_proc.proc.pid))
+    report["ratios"] = ratios(report["results"], args.throughput_concurrency)
+    print(json.dumps({"ratios": report["ratios"]}), flush=True)
     report["setup"] = setup
     report["config"] = {"items": args.items, "users": args.users, "width": args.width,
                         "requests_per_run": args.requests, "concurrency": args.concurrency,
@@ -252,6 +271,9 @@ def bench(args: argparse.Namespace, target: str, redis_url: str, version: str, s
         await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
 
     scenarios = {
+        "grpc_floor_get_model_info_c1": lambda: run_load(target, floor, args.requests, 1),
+        "get_embeddings_1_id_c1": lambda: run_load(target, lambda s, i: emb(batches1, s, i),
+                                                   args.requests, 1),
         "grpc_floor_get_model_info": lambda: run_load(target, floor, args.requests,
                                                       args.concurrency),
         "redis_hmget_1_id": lambda: run_redis_load(redis_url, version, batches1, info.partitions,
@@ -281,14 +303,128 @@ def bench(args: argparse.Namespace, target: str, redis_url: str, version: str, s
                        "partitions": info.partitions,
                        "index_metrics": {k: round(v, 4) for k, v in info.metrics.items()}},
             "results": results,
-            "targets": {"get_embeddings_1_id_p99_ms": 1.0, "get_embeddings_100_ids_p99_ms": 3.0,
-                        "min_qps": 2000, "recall_at_100": 0.95}}
+            "targets": {"get_embeddings_1_id_c1_p99_over_floor_p99": 1.5,
+                        "get_embeddings_100_ids_p99_over_redis_hmget_p99": 1.0,
+                        "workers_2_over_workers_1_qps_c16": 1.7,
+                        "tls_metrics_p50_over_plain_p50": 1.2, "recall_at_100": 0.95}}
 
 
 def id_batches(rng: np.random.Generator, user_ids: np.ndarray
                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return ([rng.choice(user_ids, 1) for _ in range(1000)],
             [rng.choice(user_ids, 100, replace=False) for _ in range(1000)])
+
+
+def _client_process(target: str, user_ids: np.ndarray, requests: int, concurrency: int,
+                    seed: int) -> dict:
+    batches1, _ = id_batches(np.random.default_rng(seed), user_ids)
+    cpu = time.process_time()
+    out = asyncio.run(run_load(target, lambda s, i: emb(batches1, s, i), requests, concurrency,
+                               channels=concurrency))
+    return {**out, "cpu_s": time.process_time() - cpu}
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its live children (from /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pending = [pid]
+    while pending:
+        p = pending.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        pending += [int(c) for c in children]
+    return total
+
+
+def multi_client_qps(target: str, user_ids: np.ndarray, requests: int, concurrency: int,
+                     processes: int = 2) -> dict:
+    """1-id look-ups from `processes` load-generator processes (one Python process cannot drive
+    two server processes), `concurrency` tasks on as many connections in all."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    per = max(concurrency // processes, 1)
+    with ProcessPoolExecutor(processes) as pool:
+        runs = list(pool.map(_client_process, [target] * processes, [user_ids] * processes,
+                             [requests // processes] * processes, [per] * processes,
+                             range(processes)))
+    wall = max(r["requests"] / r["qps"] for r in runs)
+    return {"qps": sum(r["qps"] for r in runs), "p50_ms": max(r["p50_ms"] for r in runs),
+            "p99_ms": max(r["p99_ms"] for r in runs), "requests": sum(r["requests"] for r in runs),
+            "client_cores": sum(r["cpu_s"] for r in runs) / wall, "wall_s": wall}
+
+
+def workers_scenarios(args: argparse.Namespace, work: Path, redis_url: str,
+                      user_ids: np.ndarray, redis_pid: int) -> dict:
+    """Throughput of `--workers 1` against `--workers 2`, same load, same run."""
+    results = {}
+    tc = args.throughput_concurrency
+    for workers in (1, 2):
+        server, announce = start_server(work / "snapshots", redis_url, args.exact_threshold,
+                                        workers=workers)
+        target = f"127.0.0.1:{announce['port']}"
+        runs = []
+        try:
+            for _ in range(args.repeats):
+                cpu, redis_cpu = tree_cpu_s(server.pid), tree_cpu_s(redis_pid)
+                run = multi_client_qps(target, user_ids, args.requests * 2, tc)
+                run["server_cores"] = (tree_cpu_s(server.pid) - cpu) / run["wall_s"]
+                run["redis_cores"] = (tree_cpu_s(redis_pid) - redis_cpu) / run["wall_s"]
+                runs.append(run)
+        finally:
+            server.terminate()
+            server.wait(60)
+        name = f"get_embeddings_1_id_c{tc}_workers_{workers}"
+        results[name] = median_runs(runs)
+        for key in ("server_cores", "client_cores", "redis_cores"):
+            results[name][key] = round(statistics.median(r[key] for r in runs), 2)
+        print(f"{name:36s} qps {results[name]['qps']:9.1f}  server cores "
+              f"{results[name]['server_cores']:.2f}  load-generator cores "
+              f"{results[name]['client_cores']:.2f}  redis cores "
+              f"{results[name]['redis_cores']:.2f}", flush=True)
+    return results
+
+
+def tls_metrics_scenarios(args: argparse.Namespace, work: Path, redis_url: str,
+                          user_ids: np.ndarray) -> dict:
+    """The same 1-id look-ups on a server with TLS and the metrics endpoint on."""
+    sys.path.insert(0, str(REPO))
+    from tests.serving.tls_helpers import make_pki
+
+    pki = make_pki(work / "pki")
+    toml = work / "tls_metrics.toml"
+    toml.write_text(f'tls_cert = "{pki.server_cert}"\ntls_key = "{pki.server_key}"\n'
+                    "metrics_port = 0\n")
+    server, announce = start_server(work / "snapshots", redis_url, args.exact_threshold, toml)
+    batches1, _ = id_batches(np.random.default_rng(1), user_ids)
+    try:
+        return run_scenarios({"get_embeddings_1_id_tls_metrics": lambda: run_load(
+            f"127.0.0.1:{announce['port']}", lambda s, i: emb(batches1, s, i), args.requests,
+            args.concurrency, tls_ca=pki.ca)}, args.repeats)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def ratios(results: dict, tc: int) -> dict:
+    def r(a: str, b: str, key: str) -> float | None:
+        if a in results and b in results and results[b][key]:
+            return round(results[a][key] / results[b][key], 3)
+        return None
+    return {
+        "get_embeddings_1_id_c1_p99_over_floor_p99": r(
+            "get_embeddings_1_id_c1", "grpc_floor_get_model_info_c1", "p99_ms"),
+        "get_embeddings_100_ids_p99_over_redis_hmget_p99": r(
+            "get_embeddings_100_ids", "redis_hmget_100_ids", "p99_ms"),
+        "workers_2_over_workers_1_qps_c16": r(
+            f"get_embeddings_1_id_c{tc}_workers_2", f"get_embeddings_1_id_c{tc}_workers_1", "qps"),
+        "tls_metrics_p50_over_plain_p50": r(
+            "get_embeddings_1_id_tls_metrics", "get_embeddings_1_id", "p50_ms"),
+    }
 
 
 async def emb(ids_list: list[np.ndarray], stub, i: int) -> None:

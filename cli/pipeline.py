@@ -178,9 +178,10 @@ def run_demo(config: DemoConfig) -> DemoSummary:
             print("==> start a local redis-server (REDIS_URL is unset)", file=sys.stderr)
             redis_proc = RedisProcess(workdir=work / "redis").start()
             redis_url = redis_proc.url
+        env["REDIS_URL"] = redis_url  # through the environment: argv is shown in errors and ps
         summary.publish = stage("publish to Redis", "publish", "--snapshot",
-                                summary.snapshot["snapshot"], "--redis", redis_url, *quiet)
-        server, port = _start_server(work / "snapshots", redis_url, env)
+                                summary.snapshot["snapshot"], *quiet)
+        server, port = _start_server(work / "snapshots", env)
         summary.queries = _query_stage(f"127.0.0.1:{port}", summary.snapshot["snapshot"],
                                        config.latency_requests)
     finally:
@@ -224,12 +225,11 @@ def _data_stage(config: DemoConfig, stage: Stage) -> tuple[Path, Path, Path, Pat
         CONFIGS / "synthetic_two_tower.toml"
 
 
-def _start_server(snapshots: Path, redis_url: str, env: dict[str, str]
-                  ) -> tuple[subprocess.Popen, int]:
+def _start_server(snapshots: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     print("==> start the gRPC server", file=sys.stderr, flush=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "plexrec.cli.main", "serve", "--snapshot", str(snapshots), "--redis",
-         redis_url, "--port", "0"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "plexrec.cli.main", "serve", "--snapshot", str(snapshots),
+         "--port", "0"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

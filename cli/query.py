@@ -24,6 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=5.0, help="deadline per call in seconds")
     p.add_argument("--version", dest="snapshot_version", default="",
                    help="snapshot version to ask (default: the server's current one)")
+    p.add_argument("--tls-ca", default=None,
+                   help="connect over TLS, trusting this CA certificate (PEM)")
+    p.add_argument("--tls-cert", default=None, help="client certificate for mutual TLS (PEM)")
+    p.add_argument("--tls-key", default=None, help="key of --tls-cert (PEM)")
+    p.add_argument("--server-name", default=None,
+                   help="name to check the server certificate against (default: the host)")
+    p.add_argument("--token-file", default=None,
+                   help="file holding the bearer token (default: $PLEXREC_TOKEN; a token is "
+                        "never taken on the command line, where ps would show it)")
     q = p.add_subparsers(dest="query_command", required=True, metavar="QUERY")
     info = q.add_parser("info", help="model info")
     info.set_defaults(func=run_info)
@@ -42,9 +51,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _client(args: argparse.Namespace):  # noqa: ANN202 - lazy import keeps `plexrec -h` fast
-    from plexrec.serving.client import EmbeddingClient
+    import os
+    from pathlib import Path
 
-    return EmbeddingClient(args.target, timeout=args.timeout)
+    from plexrec.serving.client import EmbeddingClient, channel_credentials
+
+    tls = None
+    if args.tls_ca or args.tls_cert:
+        tls = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+    token = os.environ.get("PLEXREC_TOKEN")
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--token-file: cannot read {args.token_file}: "
+                              f"{exc.strerror}") from None
+    return EmbeddingClient(args.target, timeout=args.timeout, tls=tls, token=token or None,
+                           server_name=args.server_name)
 
 
 def run_info(args: argparse.Namespace) -> int:

@@ -26,6 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="item count from which FAISS replaces exact search")
     p.add_argument("--index-kind", choices=tuple(INDEXES), default=None,
                    help="FAISS index kind above the threshold")
+    p.add_argument("--workers", type=int, default=None,
+                   help="server processes sharing the port through SO_REUSEPORT (default 1; "
+                        "one per core for throughput)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this port (0 = a free one; worker i of "
+                        "--workers uses PORT+i)")
     p.set_defaults(func=run)
 
 
@@ -37,8 +43,13 @@ def run(args: argparse.Namespace) -> int:
     config = load_server_config(
         args.config, snapshot=args.snapshot, redis_url=args.redis or os.environ.get("REDIS_URL"),
         namespace=args.namespace, port=args.port, host=args.host,
-        exact_threshold=args.exact_threshold, index_kind=args.index_kind)
+        exact_threshold=args.exact_threshold, index_kind=args.index_kind, workers=args.workers,
+        metrics_port=args.metrics_port)
     if config.snapshot is None:
         raise ConfigError("no snapshot to serve: pass --snapshot DIR (or set snapshot in "
                           "--config)")
+    if config.workers > 1:
+        from plexrec.serving.workers import run_workers
+
+        return run_workers(config)
     return run_server(config)

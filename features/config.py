@@ -57,6 +57,8 @@ def describe_errors(exc: ValidationError, where: str, cls: type[BaseModel] | Non
             lines.append(f"{head}{place}: unknown key{hint}")
         elif err["type"] == "missing":
             lines.append(f"{head}{place}: required key is missing")
+        elif loc and str(loc[0]) in getattr(cls, "secret_fields", ()):
+            lines.append(f"{head}{place}: {msg} (value hidden: it is a secret)")
         elif "input" in err and not isinstance(err["input"], Mapping):
             lines.append(f"{head}{place} = {err['input']!r}: {msg}")
         else:

@@ -5,6 +5,7 @@ and other services. gRPC failures surface as ServingError carrying the status co
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 import grpc
@@ -71,20 +72,46 @@ def retrieve_request(*, user_id: int | None = None, user_features: Mapping[str, 
     return request
 
 
-class EmbeddingClient:
-    """One channel to a server; every call has a deadline of `timeout` seconds."""
+def _read(path: str | Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise PlexrecError(f"{what}: cannot read {path}: {exc.strerror}") from None
 
-    def __init__(self, target: str, timeout: float = 5.0, max_message_bytes: int = 64 << 20
-                 ) -> None:
+
+def channel_credentials(tls_ca: str | Path | None = None, tls_cert: str | Path | None = None,
+                        tls_key: str | Path | None = None) -> grpc.ChannelCredentials:
+    """TLS trusting `tls_ca` (None: the system roots); `tls_cert`/`tls_key` for mutual TLS."""
+    if (tls_cert is None) != (tls_key is None):
+        raise PlexrecError("client TLS: give both a certificate and its key, or neither")
+    return grpc.ssl_channel_credentials(
+        root_certificates=None if tls_ca is None else _read(tls_ca, "tls_ca"),
+        private_key=None if tls_key is None else _read(tls_key, "tls_key"),
+        certificate_chain=None if tls_cert is None else _read(tls_cert, "tls_cert"))
+
+
+class EmbeddingClient:
+    """One channel to a server; every call has a deadline of `timeout` seconds. `tls` (from
+    `channel_credentials`) makes the channel secure, `token` is sent as `authorization: Bearer`
+    metadata; `server_name` overrides the name checked against the server certificate."""
+
+    def __init__(self, target: str, timeout: float = 5.0, max_message_bytes: int = 64 << 20, *,
+                 tls: grpc.ChannelCredentials | None = None, token: str | None = None,
+                 server_name: str | None = None) -> None:
         self.target, self.timeout = target, timeout
-        self.channel = grpc.insecure_channel(target, options=[
+        options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes)])
+            ("grpc.max_receive_message_length", max_message_bytes)]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        self.channel = (grpc.secure_channel(target, tls, options=options) if tls is not None
+                        else grpc.insecure_channel(target, options=options))
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.stub = pb_grpc.EmbeddingServiceStub(self.channel)
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise ServingError(exc.code(), exc.details() or "") from exc
 

@@ -38,6 +38,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from plexrec.features.errors import ConfigError, PlexrecError
+from plexrec.features.redact import redact, redact_url, url_secrets
 from plexrec.models.snapshot import Snapshot
 from plexrec.serving import redis_keys as rk
 
@@ -115,9 +116,11 @@ def connect(redis_url: str, cluster: bool | None = None) -> redis.Redis | RedisC
         return client
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
             redis.exceptions.RedisClusterException) as exc:
-        raise PlexrecError(f"cannot reach Redis at {redis_url}: {exc}") from exc
+        raise PlexrecError(f"cannot reach Redis at {redact_url(redis_url)}: "
+                           f"{redact(str(exc), url_secrets(redis_url))}") from exc
     except ValueError as exc:
-        raise ConfigError(f"bad Redis URL {redis_url!r}: {exc}") from exc
+        raise ConfigError(f"bad Redis URL {redact_url(redis_url)!r}: "
+                          f"{redact(str(exc), url_secrets(redis_url))}") from exc
 
 
 def publish(snapshot_path: str | Path, redis_url: str, *, namespace: str = "default",
@@ -139,11 +142,12 @@ def publish(snapshot_path: str | Path, redis_url: str, *, namespace: str = "defa
     try:
         return _Publisher(client, snap, namespace, partitions, batch_size, progress).run(keep, start)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise PlexrecError(f"cannot reach Redis at {redis_url} (publishing {version}): "
-                           f"{exc}") from exc
+        raise PlexrecError(f"cannot reach Redis at {redact_url(redis_url)} (publishing "
+                           f"{version}): {redact(str(exc), url_secrets(redis_url))}") from exc
     except redis.exceptions.RedisError as exc:
-        raise PlexrecError(f"Redis at {redis_url} failed while publishing {version}: {exc}; "
-                           "rerunning publish is safe") from exc
+        raise PlexrecError(f"Redis at {redact_url(redis_url)} failed while publishing {version}: "
+                           f"{redact(str(exc), url_secrets(redis_url))}; rerunning publish is "
+                           "safe") from exc
     finally:
         client.close()
 

@@ -47,6 +47,11 @@ class RedisLane:
             await conn.disconnect(nowait=True)
         return out
 
+    async def drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.disconnect(nowait=True)
+
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:

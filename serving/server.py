@@ -10,8 +10,10 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,12 +21,14 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from plexrec.features.errors import PlexrecError
+from plexrec.features.errors import ConfigError, PlexrecError
 from plexrec.proto.plexrec.v1 import plexrec_pb2 as pb
 from plexrec.proto.plexrec.v1 import plexrec_pb2_grpc as pb_grpc
+from plexrec.serving.interceptors import BearerAuth, DecodeGuard
+from plexrec.serving.metrics import ServerMetrics
 from plexrec.serving.server_config import ServerConfig
 from plexrec.serving.stores import online_store
-from plexrec.serving.stores.base import StoreUnavailable, VectorStore
+from plexrec.serving.stores.base import StoreCorrupt, StoreUnavailable, VectorStore
 from plexrec.serving.stores.fallback import FallbackStore
 from plexrec.serving.user_encoder import UserFeatureError
 from plexrec.serving.versions import (
@@ -52,37 +56,67 @@ def _check_deadline(context: grpc.aio.ServicerContext, what: str) -> None:
         raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded before {what}")
 
 
+_ERROR_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (VersionNotFound, grpc.StatusCode.NOT_FOUND),
+    (InvalidVersion, grpc.StatusCode.INVALID_ARGUMENT),
+    (UserFeatureError, grpc.StatusCode.INVALID_ARGUMENT),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (StoreCorrupt, grpc.StatusCode.DATA_LOSS),
+)
+
+
+def _status_of(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, _Abort):
+        return exc.code, exc.message
+    for cls, code in _ERROR_CODES:
+        if isinstance(exc, cls):
+            return code, str(exc)
+    log.exception("%s failed", method)
+    return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+
+
 def _handler(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """Maps the package's errors to status codes in one place."""
+    """Maps the package's errors to status codes in one place, enforces the server-wide RPC
+    limit (health checks are not counted, so they are answered at the limit) and records each
+    call's status and latency."""
+    method = fn.__name__
+
     async def wrapper(self: EmbeddingService, request: Any, context: grpc.aio.ServicerContext
                       ) -> Any:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        self.inflight += 1
         try:
-            _check_deadline(context, "start")
-            return await fn(self, request, context)
-        except _Abort as exc:
-            await context.abort(exc.code, exc.message)
-        except VersionNotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except InvalidVersion as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except StoreUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except UserFeatureError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except Exception as exc:  # noqa: BLE001 - a bug or a broken snapshot: INTERNAL, logged
-            log.exception("%s failed", fn.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-    wrapper.__name__ = fn.__name__
+            try:
+                if self.inflight > self.config.max_concurrent_rpcs:
+                    raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                 f"more than {self.config.max_concurrent_rpcs} RPCs in flight; "
+                                 "retry with backoff")
+                _check_deadline(context, "start")
+                return await fn(self, request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a status code
+                code, message = _status_of(exc, method)
+            await context.abort(code, message)
+        finally:
+            self.inflight -= 1
+            if self.metrics is not None:
+                self.metrics.observe(method, code.name, time.perf_counter() - started)
+    wrapper.__name__ = method
     return wrapper
 
 
 class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
     def __init__(self, config: ServerConfig, registry: VersionRegistry, store: VectorStore,
-                 executor: ThreadPoolExecutor) -> None:
+                 executor: ThreadPoolExecutor, metrics: ServerMetrics | None = None) -> None:
         self.config = config
         self.registry = registry
         self.store = store
         self.executor = executor
+        self.metrics = metrics
+        self.inflight = 0
 
     async def _version(self, version: str) -> LoadedVersion:
         if self.registry.current is None:
@@ -141,6 +175,9 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         scores, rows = await loop.run_in_executor(self.executor, lv.index.search,
                                                   query.reshape(1, -1), fetch)
         scores, rows = scores[0], rows[0]
+        if not np.isfinite(scores).all():
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"{which}: the query's scores overflow float32; scale the query down")
         keep = rows >= 0
         item_ids = lv.item_ids[rows[keep]]
         scores = scores[keep]
@@ -181,6 +218,9 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         if vec.shape != (lv.width,):
             raise PlexrecError(f"user tower of {lv.version} returned shape {vec.shape}, "
                                f"expected ({lv.width},)")
+        if not np.isfinite(vec).all():
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                         "user_features: these values give a non-finite user vector")
         return vec
 
     @_handler
@@ -194,6 +234,45 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
             partitions=lv.partitions if lv.published else 0, metrics=lv.metrics,
             has_user_tower=lv.tower is not None,
             loaded_versions=self.registry.loaded_versions())
+
+
+def channel_options(cfg: ServerConfig) -> list[tuple[str, Any]]:
+    """Per-connection limits: a stream cap per HTTP/2 connection (a client holding half-open
+    streams only blocks itself), keepalive pings that drop dead peers, idle and age limits."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", cfg.max_message_bytes),
+        ("grpc.max_receive_message_length", cfg.max_message_bytes),
+        ("grpc.so_reuseport", 1 if cfg.workers > 1 else 0),
+        ("grpc.max_concurrent_streams", cfg.max_streams_per_connection),
+        ("grpc.keepalive_time_ms", int(cfg.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", int(cfg.max_connection_idle_s * 1000)),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    if cfg.max_connection_age_s is not None:
+        options += [("grpc.max_connection_age_ms", int(cfg.max_connection_age_s * 1000)),
+                    ("grpc.max_connection_age_grace_ms", int(cfg.grace_s * 1000))]
+    return options
+
+
+def _read(path: Path, field: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{field}: cannot read {path}: {exc.strerror}") from None
+
+
+def server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS from `tls_cert`/`tls_key`; with `tls_client_ca`, clients must present a certificate
+    signed by it (mutual TLS)."""
+    if cfg.tls_cert is None or cfg.tls_key is None:
+        return None
+    pair = [(_read(cfg.tls_key, "tls_key"), _read(cfg.tls_cert, "tls_cert"))]
+    if cfg.tls_client_ca is None:
+        return grpc.ssl_server_credentials(pair)
+    return grpc.ssl_server_credentials(pair, _read(cfg.tls_client_ca, "tls_client_ca"),
+                                       require_client_auth=True)
 
 
 class EmbeddingServer:
@@ -216,24 +295,33 @@ class EmbeddingServer:
                                                 prefer_snapshot=config.prefer_snapshot)
         self.executor = ThreadPoolExecutor(config.search_threads,
                                            thread_name_prefix="plexrec-search")
+        self.metrics = ServerMetrics(self.store.stats, self.registry)
+        self.metrics_port: int | None = None
         self._follower: asyncio.Task | None = None
 
     async def start(self) -> int:
         cfg = self.config
-        options = [("grpc.max_send_message_length", cfg.max_message_bytes),
-                   ("grpc.max_receive_message_length", cfg.max_message_bytes),
-                   ("grpc.so_reuseport", 0)]
-        self.server = grpc.aio.server(options=options,
-                                      maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
+        interceptors: list[grpc.aio.ServerInterceptor] = [DecodeGuard()]
+        tokens = cfg.tokens()
+        if tokens:
+            interceptors.append(BearerAuth(tokens))
+        self.server = grpc.aio.server(options=channel_options(cfg), interceptors=interceptors)
         pb_grpc.add_EmbeddingServiceServicer_to_server(
-            EmbeddingService(cfg, self.registry, self.store, self.executor), self.server)
+            EmbeddingService(cfg, self.registry, self.store, self.executor, self.metrics),
+            self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if cfg.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME), self.server)
+        address = f"{cfg.host}:{cfg.port}"
+        credentials = server_credentials(cfg)
+        self.port = (self.server.add_secure_port(address, credentials) if credentials
+                     else self.server.add_insecure_port(address))
         if self.port == 0:
-            raise PlexrecError(f"cannot bind {cfg.host}:{cfg.port}")
+            raise PlexrecError(f"cannot bind {address}")
+        if cfg.metrics_port is not None:
+            self.metrics_port = self.metrics.serve_http(cfg.metrics_host, cfg.metrics_port)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         await self.registry.load_initial()
@@ -261,12 +349,21 @@ class EmbeddingServer:
         if self.server is not None:
             await self.server.stop(self.config.grace_s if grace is None else grace)
         await self.store.close()
+        self.metrics.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-async def serve_forever(config: ServerConfig) -> None:
-    """Runs until SIGTERM/SIGINT, then drains in-flight RPCs for `grace_s`. Prints one JSON line
-    {"event": "serving", "port", "version"} once ready, for scripts to wait on."""
+Ready = Callable[[dict[str, Any]], None]
+
+
+def print_ready(event: dict[str, Any]) -> None:
+    print(json.dumps(event), flush=True)
+
+
+async def serve_forever(config: ServerConfig, on_ready: Ready = print_ready) -> None:
+    """Runs until SIGTERM/SIGINT, then drains in-flight RPCs for `grace_s`. Once ready, calls
+    `on_ready` with {"event": "serving", "port", "version", "metrics_port"} (by default printed
+    as one JSON line, for scripts to wait on)."""
     server = EmbeddingServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -279,8 +376,8 @@ async def serve_forever(config: ServerConfig) -> None:
         stopping.cancel()
         if starting.done():
             port = starting.result()
-            print(json.dumps({"event": "serving", "port": port, "version": server.version}),
-                  flush=True)
+            on_ready({"event": "serving", "port": port, "version": server.version,
+                      "metrics_port": server.metrics_port})
             await stop.wait()
         else:
             log.info("stop requested while starting; start abandoned")
@@ -294,5 +391,6 @@ async def serve_forever(config: ServerConfig) -> None:
 
 
 def run(config: ServerConfig) -> int:
+    """One server process; `workers > 1` is serving.workers.run_workers."""
     asyncio.run(serve_forever(config))
     return 0

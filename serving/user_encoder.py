@@ -93,13 +93,27 @@ class UserEncoder:
         for i, feature in enumerate(self.dense):
             value = values.get(feature.name)
             if value is not None and value != "":
-                try:
-                    float(value)
-                except ValueError as exc:
-                    raise UserFeatureError(f"user feature {feature.name!r}: {value!r} is not "
-                                           "a number") from exc
+                _check_number(feature.name, value)
             dense[i] = transform_dense(feature, [None if value == "" else value])[0]
+            if not np.isfinite(dense[i]):
+                raise UserFeatureError(f"user feature {feature.name!r}: {_shown(value or '')} "
+                                       "overflows float32 after its transform")
         return sparse, dense
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 40 else value[:40] + "...")
+
+
+def _check_number(name: str, value: str) -> None:
+    """Only finite numbers: `inf`, `nan` and `1e400` would turn every score into NaN."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise UserFeatureError(f"user feature {name!r}: {_shown(value)} is not a number") \
+            from None
+    if not np.isfinite(number):
+        raise UserFeatureError(f"user feature {name!r}: {_shown(value)} is not a finite number")
 
 
 class UserTower:

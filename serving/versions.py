@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,12 @@ from plexrec.models.snapshot import (
 )
 from plexrec.serving import redis_keys as rk
 from plexrec.serving.index import CandidateIndex, IndexConfig, build_index
-from plexrec.serving.stores.base import OnlineStore, OnlineStoreError, StoreUnavailable
+from plexrec.serving.stores.base import (
+    OnlineStore,
+    OnlineStoreError,
+    StoreCorrupt,
+    StoreUnavailable,
+)
 from plexrec.serving.user_encoder import UserTower
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,7 @@ class InvalidVersion(PlexrecError):
 
 
 MAX_VERSION_CHARS = 128
+CURRENT_STATE = ".plexrec-current"
 
 
 def check_requested_version(version: str) -> str:
@@ -105,12 +112,21 @@ def load_version(path: Path, index_config: IndexConfig, redis_manifest: dict | N
         item_ids=np.asarray(snap.ids("item")), tower=tower, metrics=metrics)
 
 
-def redis_only_version(manifest: dict) -> LoadedVersion:
+def redis_only_version(manifest: dict, version: str) -> LoadedVersion:
+    """A version known from its published manifest alone; a manifest that is not one (Redis
+    contents are an input like any other) is StoreCorrupt naming the version."""
+    try:
+        width = int(manifest["width"])
+        partitions = int(manifest.get("partitions", rk.DEFAULT_PARTITIONS))
+        counts = {str(e): int(s.get("count", 0)) for e, s in manifest["entities"].items()}
+        if manifest.get("version") != version or width < 1 or partitions < 1:
+            raise ValueError("version, width or partitions out of range")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StoreCorrupt(f"the published manifest of version {version!r} is malformed "
+                           f"({type(exc).__name__}: {exc})") from None
     return LoadedVersion(
-        version=manifest["version"], width=int(manifest["width"]),
-        run_id=str(manifest.get("run_id", "")),
-        counts={e: int(s.get("count", 0)) for e, s in manifest.get("entities", {}).items()},
-        partitions=int(manifest.get("partitions", rk.DEFAULT_PARTITIONS)), published=True,
+        version=version, width=width, run_id=str(manifest.get("run_id", "")), counts=counts,
+        partitions=partitions, published=True,
         snapshot=None, index=None, item_ids=None, tower=None,
         metrics={k: float(v) for k, v in (manifest.get("metrics") or {}).items()
                  if isinstance(v, int | float) and not isinstance(v, bool)})
@@ -146,12 +162,18 @@ class VersionRegistry:
         self._loading: dict[str, asyncio.Task] = {}
         self.redis_failed = False
         self._following = True
+        self._corrupt: dict[str, str] = {}
+        self._state_warned = False
+        self._persisted: str | None = None
 
     def stop_following(self) -> None:
         self._following = False
 
     def loaded_versions(self) -> list[str]:
         return list(self._loaded)
+
+    def loaded(self) -> list[LoadedVersion]:
+        return list(self._loaded.values())
 
     def find_on_disk(self, version: str) -> Path | None:
         if self.root is None:
@@ -181,6 +203,11 @@ class VersionRegistry:
             return None
         try:
             return await self.online.manifest(version)
+        except StoreCorrupt as exc:
+            if strict:
+                raise
+            log.warning("%s; treating version %s as unpublished", exc, version)
+            return None
         except OnlineStoreError as exc:
             if strict:
                 raise StoreUnavailable(f"version {version!r} is not on this server's disk and "
@@ -191,25 +218,61 @@ class VersionRegistry:
     async def redis_current(self) -> str | None:
         return None if self.online is None else await self.online.current()
 
+    @property
+    def state_file(self) -> Path | None:
+        """Where the last version Redis named as current is kept, so a restart without Redis
+        resumes it rather than the newest directory (which may have been rolled back)."""
+        return None if self.root is None else self.root / CURRENT_STATE
+
+    def _persist_current(self, version: str) -> None:
+        path = self.state_file
+        if path is None or self._persisted == version:
+            return
+        try:
+            self._persisted = version
+            if path.is_file() and path.read_text().strip() == version:
+                return
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(version + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            if not self._state_warned:
+                self._state_warned = True
+                log.warning("cannot record the current version in %s (%s); a restart without "
+                            "Redis will start on the newest version on disk", path, exc)
+
+    def _persisted_current(self) -> Path | None:
+        path = self.state_file
+        try:
+            version = path.read_text().strip() if path is not None and path.is_file() else ""
+        except OSError:
+            return None
+        return self.find_on_disk(version) if version else None
+
     async def load_initial(self) -> LoadedVersion:
         """The version to start on: the given version dir, else Redis' current one if it is on
-        disk, else the newest on disk."""
+        disk, else the last current one recorded on disk, else the newest on disk."""
         path = self.initial_dir
+        from_redis = False
         if path is None and self.online is not None:
             try:
                 current = await self.redis_current()
             except OnlineStoreError as exc:
-                log.warning("cannot read the current version from Redis (%s); using disk", exc)
+                log.warning("cannot read the current version from Redis (%s); starting on the "
+                            "last recorded one", exc)
                 current = None
             if current is not None:
                 path = self.find_on_disk(current)
+                from_redis = path is not None
         if path is None:
             if self.root is None:
                 raise PlexrecError("no snapshot directory given: the server needs --snapshot")
-            path = latest_snapshot(self.root)
+            path = self._persisted_current() or latest_snapshot(self.root)
         version = json.loads((path / MANIFEST).read_text()).get("version", path.name)
         lv = await self._load(version, path)
         self._set_current(lv)
+        if from_redis:
+            self._persist_current(lv.version)
         return lv
 
     async def get(self, version: str) -> LoadedVersion:
@@ -224,12 +287,20 @@ class VersionRegistry:
         lv = self._loaded.get(version)
         if lv is not None:
             return lv
-        path = self.find_on_disk(version)
+        path = self.find_on_disk(version) if version not in self._corrupt else None
         if path is not None:
-            return await self._load(version, path)
+            try:
+                return await self._load(version, path)
+            except SnapshotError as exc:
+                self._corrupt[version] = str(exc)
+                log.error("local copy of version %s is unusable (%s); serving it from Redis "
+                          "if it is published there", version, exc)
         manifest = await self.redis_manifest(version, strict=True)
         if manifest is not None:
-            return redis_only_version(manifest)
+            return redis_only_version(manifest, version)
+        if version in self._corrupt:
+            raise StoreCorrupt(f"version {version!r}: the local copy is corrupt and Redis does "
+                               "not hold it")
         raise VersionNotFound(f"version {version!r} not found (not loaded, not under "
                               f"{self.root}, not published in namespace {self.namespace!r})")
 
@@ -275,6 +346,7 @@ class VersionRegistry:
         the partition count once the current version appears published. True on a swap."""
         current = self.current
         if current is not None and version == current.version:
+            self._persist_current(version)
             if not current.published:
                 manifest = await self.redis_manifest(version)
                 if manifest is not None:
@@ -295,6 +367,7 @@ class VersionRegistry:
                 lv = dataclasses.replace(lv, published=True, partitions=int(
                     manifest.get("partitions", rk.DEFAULT_PARTITIONS)))
         self._set_current(lv)
+        self._persist_current(lv.version)
         return True
 
     async def follow(self, poll_interval_s: float) -> None:

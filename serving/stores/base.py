@@ -17,6 +17,12 @@ class StoreUnavailable(PlexrecError):
     """No store can answer (the online store failed and the version is not on local disk)."""
 
 
+class StoreCorrupt(PlexrecError):
+    """A stored value or copy that fails its check (a Redis value of the wrong length, a local
+    snapshot whose checksum differs) and nothing intact to answer from: DATA_LOSS, never a
+    silent miss."""
+
+
 class OnlineStoreError(Exception):
     """An online store failed (connection, timeout): the fallback store trips its breaker."""
 
@@ -42,6 +48,7 @@ class StoreStats:
     cache_hits: int
     snapshot_reads: int
     redis_errors: int
+    redis_malformed: int
     breaker_open: bool
 
 
@@ -67,7 +74,7 @@ class OnlineStore(Protocol):
 
     async def read_cache(self, view: VersionView, entity: str, ids: np.ndarray
                          ) -> list[bytes | None]:
-        """Rows written back earlier (values of the wrong length count as absent)."""
+        """Rows written back earlier, as stored (the caller checks their length)."""
         ...
 
     async def write_cache(self, view: VersionView, entity: str,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from typing import Any, cast
 
 import numpy as np
@@ -27,6 +28,7 @@ import numpy as np
 from plexrec.serving.stores.base import (
     OnlineStore,
     OnlineStoreError,
+    StoreCorrupt,
     StoreStats,
     StoreUnavailable,
     VersionView,
@@ -34,10 +36,18 @@ from plexrec.serving.stores.base import (
 from plexrec.serving.stores.breaker import CircuitBreaker
 from plexrec.serving.stores.snapshot import SnapshotStore
 
+log = logging.getLogger(__name__)
+
 
 def _all_rows(blobs: list[Any], row_bytes: int) -> bool:
     """True when every value is a full vector (no miss, no truncated or foreign value)."""
     return None not in blobs and set(map(len, blobs)) == {row_bytes}
+
+
+def _corrupt_error(view: VersionView, entity: str, ids: list[int]) -> StoreCorrupt:
+    shown = ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
+    return StoreCorrupt(f"Redis holds malformed vectors of version {view.version} ({entity} ids "
+                        f"{shown}) and this server has no local copy to serve them from")
 
 
 class FallbackStore:
@@ -53,7 +63,9 @@ class FallbackStore:
         self._writebacks: set[asyncio.Task] = set()
         self._loads: set[asyncio.Task] = set()
         self._writing: set[tuple[str, str, int]] = set()
-        self._stats = {"redis_hits": 0, "cache_hits": 0, "redis_errors": 0}
+        self._stats = {"redis_hits": 0, "cache_hits": 0, "redis_errors": 0,
+                       "redis_malformed": 0}
+        self._reported: set[tuple[str, str, str]] = set()
 
     @property
     def online_usable(self) -> bool:
@@ -93,10 +105,19 @@ class FallbackStore:
                     mat = out
                 return np.ones(n, dtype=bool), mat
             positions = range(n) if order is None else order.tolist()
+            malformed: list[int] = []
             for pos, v in zip(positions, values, strict=True):
-                if v is not None and len(v) == row_bytes:
+                if v is None:
+                    continue
+                if len(v) == row_bytes:
                     blobs[pos] = v
+                else:
+                    malformed.append(int(ids[pos]))
             self._stats["redis_hits"] += n - blobs.count(None)
+            if malformed:
+                self._malformed(view, entity, "published", malformed)
+                if view.snapshot is None:
+                    raise _corrupt_error(view, entity, malformed)
         miss_pos = [i for i, b in enumerate(blobs) if b is None]
         uniq, inverse = np.unique(ids[miss_pos], return_inverse=True)
         loaded = await self._load_misses(view, entity, uniq)
@@ -167,6 +188,12 @@ class FallbackStore:
         if online_ok:
             try:
                 values = await cast(OnlineStore, self.online).read_cache(view, entity, ids)
+                row_bytes = view.width * 4
+                bad = [int(i) for i, v in zip(ids.tolist(), values, strict=True)
+                       if v is not None and len(v) != row_bytes]
+                if bad:
+                    self._malformed(view, entity, "cached", bad)
+                    values = [v if v is None or len(v) == row_bytes else None for v in values]
                 self._stats["cache_hits"] += sum(v is not None for v in values)
             except OnlineStoreError as exc:
                 self._online_failed(exc)
@@ -202,6 +229,18 @@ class FallbackStore:
             self._online_failed(exc)
         finally:
             self._writing.difference_update(marks)
+
+    def _malformed(self, view: VersionView, entity: str, where: str, ids: list[int]) -> None:
+        """Counted every time, logged once per version, entity and kind of value."""
+        self._stats["redis_malformed"] += len(ids)
+        key = (view.version, entity, where)
+        if key not in self._reported:
+            self._reported.add(key)
+            log.error("Redis holds %d malformed %s %s vectors of version %s (expected %d bytes; "
+                      "first id %d); %s", len(ids), where, entity, view.version,
+                      view.width * 4, ids[0],
+                      "serving them from the local snapshot" if view.snapshot is not None
+                      else "answering DATA_LOSS for them")
 
     def _online_failed(self, exc: BaseException) -> None:
         self._stats["redis_errors"] += 1

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from plexrec.features.hashing import partition_of_one
 from plexrec.serving import redis_keys as rk
 from plexrec.serving.resp import RedisLane, pack_hmget
-from plexrec.serving.stores.base import OnlineStoreError, VersionView
+from plexrec.serving.stores.base import OnlineStoreError, StoreCorrupt, VersionView
 
 T = TypeVar("T")
 _FAILURES = (TimeoutError, RedisError, OSError)
@@ -35,13 +35,6 @@ def connect_async(redis_url: str, timeout_s: float, max_connections: int = 64) -
     return aioredis.Redis.from_url(
         redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0), retry_on_timeout=False, max_connections=max_connections)
-
-
-async def _guard(call: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await call()
-    except _FAILURES as exc:
-        raise OnlineStoreError(f"{type(exc).__name__}: {exc}") from exc
 
 
 class RedisStore:
@@ -56,6 +49,18 @@ class RedisStore:
         self.ttl_s, self.jitter_s = ttl_s, jitter_s
         self._pubsub: Any = None
 
+    async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Runs one call; a failure drops every idle connection, since after a Redis restart
+        they are all dead and each would otherwise cost one more failed attempt (and one more
+        breaker cool-down) before the store is used again."""
+        try:
+            return await call()
+        except _FAILURES as exc:
+            await self.lane.drop_idle()
+            with contextlib.suppress(Exception):
+                await self.client.connection_pool.disconnect(inuse_connections=False)
+            raise OnlineStoreError(f"{type(exc).__name__}: {exc}") from exc
+
     @classmethod
     def from_url(cls, url: str, namespace: str, *, timeout_s: float, ttl_s: float,
                  jitter_s: float) -> RedisStore:
@@ -69,7 +74,7 @@ class RedisStore:
         if ids.size == 1:
             id_ = int(ids[0])
             key = keys[partition_of_one(id_, view.partitions)]
-            replies = await _guard(lambda: self.lane.execute(pack_hmget(key, [id_]), 1))
+            replies = await self._guard(lambda: self.lane.execute(pack_hmget(key, [id_]), 1))
             return None, replies[0]
         parts = rk.partition_of_ids(ids, view.partitions)
         order = np.argsort(parts, kind="stable")
@@ -81,22 +86,20 @@ class RedisStore:
             if hi > lo:
                 packed.append(pack_hmget(keys[part], sorted_ids[lo:hi]))
             lo = hi
-        results = await _guard(lambda: self.lane.execute(b"".join(packed), len(packed)))
+        results = await self._guard(lambda: self.lane.execute(b"".join(packed), len(packed)))
         return order, [v for values in results for v in values]
 
     async def read_cache(self, view: VersionView, entity: str, ids: np.ndarray
                          ) -> list[bytes | None]:
-        return await _guard(lambda: self._mget_cache(view, entity, ids))
+        return await self._guard(lambda: self._mget_cache(view, entity, ids))
 
     async def _mget_cache(self, view: VersionView, entity: str, ids: np.ndarray
                           ) -> list[bytes | None]:
         parts = rk.partition_of_ids(ids, view.partitions).tolist()
         keys = [rk.cache_key_bytes(self.namespace, view.version, view.partitions, entity, p, i)
                 for p, i in zip(parts, ids.tolist(), strict=True)]
-        row_bytes = view.width * 4
         if len(keys) == 1:
-            value = cast(bytes | None, await self.client.get(keys[0]))
-            return [value if value is not None and len(value) == row_bytes else None]
+            return [cast(bytes | None, await self.client.get(keys[0]))]
         by_part: dict[int, list[int]] = {}
         for pos, p in enumerate(parts):
             by_part.setdefault(p, []).append(pos)
@@ -107,12 +110,12 @@ class RedisStore:
         out: list[bytes | None] = [None] * len(keys)
         for positions, vals in zip(by_part.values(), results, strict=True):
             for i, v in zip(positions, vals, strict=True):
-                out[i] = v if v is not None and len(v) == row_bytes else None
+                out[i] = v
         return out
 
     async def write_cache(self, view: VersionView, entity: str,
                           writes: list[tuple[int, bytes]]) -> None:
-        await _guard(lambda: self._set_cache(view, entity, writes))
+        await self._guard(lambda: self._set_cache(view, entity, writes))
 
     async def _set_cache(self, view: VersionView, entity: str,
                          writes: list[tuple[int, bytes]]) -> None:
@@ -127,11 +130,21 @@ class RedisStore:
             await pipe.execute()
 
     async def manifest(self, version: str) -> dict[str, Any] | None:
-        raw = await _guard(lambda: self.client.get(rk.manifest_key(self.namespace, version)))
-        return None if raw is None else json.loads(raw)
+        key = rk.manifest_key(self.namespace, version)
+        raw = await self._guard(lambda: self.client.get(key))
+        if raw is None:
+            return None
+        try:
+            manifest = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            manifest = None
+        if not isinstance(manifest, dict):
+            raise StoreCorrupt(f"Redis key {key} "
+                               "does not hold a JSON manifest")
+        return manifest
 
     async def current(self) -> str | None:
-        raw = await _guard(lambda: self.client.get(rk.current_key(self.namespace)))
+        raw = await self._guard(lambda: self.client.get(rk.current_key(self.namespace)))
         return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
 
     async def wait_for_update(self, timeout_s: float) -> None:
@@ -143,7 +156,7 @@ class RedisStore:
             await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout_s)
 
         try:
-            await _guard(wait)
+            await self._guard(wait)
         except BaseException:
             await self.close_updates()
             raise

@@ -3,7 +3,6 @@ path above the threshold, and unseen users encoded from raw features by the expo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import grpc
@@ -15,6 +14,7 @@ from plexrec.features.hashing import hash_strings
 from plexrec.serving.client import EmbeddingClient, ServingError
 from plexrec.serving.index import IndexConfig
 from tests.serving.server_helpers import ServerThread, config, exact_top_k, make_snapshot
+from tests.serving.tower_helpers import tower_files
 
 WIDTH = 8
 
@@ -61,39 +61,8 @@ def test_faiss_path_recall_at_least_095(tmp_path: Path) -> None:
     assert info["metrics"]["index_recall_at_100"] >= 0.95
 
 
-class Tower(torch.nn.Module):
-    """forward(sparse [B, S] ids padded with -1, dense [B, D]) -> [B, WIDTH]."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb = torch.nn.Embedding(64, WIDTH)
-        self.lin = torch.nn.Linear(1, WIDTH)
-
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        mask = (sparse >= 0).unsqueeze(-1).to(torch.float32)
-        pooled = (self.emb(sparse.clamp(min=0)) * mask).sum(dim=1)
-        return pooled + self.lin(dense)
-
-
-def _tower_files(tmp_path: Path) -> dict[str, Path]:
-    torch.manual_seed(0)
-    tower = torch.jit.script(Tower())
-    tower_path = tmp_path / "user_tower.pt"
-    tower.save(str(tower_path))
-    spec = {"sparse": [{"name": "country", "kind": "categorical", "max_length": 1,
-                        "separator": None, "vocab": {"fr": 1, "de": 2}, "hash_size": None},
-                       {"name": "tags", "kind": "multi_hot", "max_length": 3, "separator": "|",
-                        "vocab": None, "hash_size": 50}],
-            "dense": [{"name": "age", "fill": 0.0, "transform": "log1p", "clamp_min": None,
-                       "clamp_max": None}],
-            "tower_input": "padded"}
-    spec_path = tmp_path / "user_features.json"
-    spec_path.write_text(json.dumps(spec))
-    return {"user_tower.pt": tower_path, "user_features.json": spec_path}
-
-
 def test_unseen_user_features_go_through_the_tower(tmp_path: Path) -> None:
-    files = _tower_files(tmp_path)
+    files = tower_files(tmp_path, WIDTH)
     snap = make_snapshot(tmp_path / "snap", width=WIDTH, seed=11, extra_files=files)
     tags = (hash_strings(["x", "y"]) % 50).tolist()
     sparse = torch.tensor([[2, tags[0], tags[1], -1]])
