@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from plexrec.features.errors import PlexrecError
+from plexrec.features.redact import redact_url
 from plexrec.serving.redis_process import RedisProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,8 +149,9 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     """Runs every stage; raises PlexrecError naming the stage that failed."""
     work = config.workdir
     work.mkdir(parents=True, exist_ok=True)
-    summary = DemoSummary(mlflow_uri=_mlflow_uri(work))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": summary.mlflow_uri, "PYTHONUNBUFFERED": "1"}
+    mlflow_uri = _mlflow_uri(work)
+    summary = DemoSummary(mlflow_uri=redact_url(mlflow_uri))  # printed and written: no secrets
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "PYTHONUNBUFFERED": "1"}
     stage = Stage(work, env, config.quiet)
     signal.signal(signal.SIGTERM, _interrupt)
     quiet = ["--quiet"] if config.quiet else []

@@ -4,24 +4,24 @@ and any known secret is masked wherever it appears in a text."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 MASK = "***"
 
 
 def redact_url(url: str) -> str:
     """`redis://user:pw@host:6379/0` -> `redis://***@host:6379/0`; query strings (which may
-    carry `password=`) are dropped. Unparseable input becomes the mask alone."""
+    carry `password=`) are dropped; a URL without either comes back unchanged. Unparseable
+    input becomes the mask alone."""
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
     except ValueError:
         return MASK
-    netloc = host if port is None else f"{host}:{port}"
-    if parts.username or parts.password:
-        netloc = f"{MASK}@{netloc}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    if parts.query:
+        url = url.split("?", 1)[0]
+    if "@" in parts.netloc:
+        url = url.replace(parts.netloc, f"{MASK}@{parts.netloc.rsplit('@', 1)[1]}", 1)
+    return url
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
@@ -36,6 +36,7 @@ def url_secrets(url: str) -> list[str]:
     password (some drivers quote either in their errors)."""
     try:
         parts = urlsplit(url)
-        return [url, parts.password or "", parts.username or ""]
     except ValueError:
         return [url]
+    found = [url, parts.password or "", parts.username or ""]
+    return found + [unquote(s) for s in found[1:]]

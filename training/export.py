@@ -148,14 +148,16 @@ def run_dir_of(run_id: str) -> Path:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from plexrec.features.redact import redact, redact_url, url_secrets
     from plexrec.training.tracking import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     try:
         run = MlflowClient().get_run(run_id)
     except MlflowException as exc:
-        raise ConfigError(f"MLflow run {run_id!r} not found at {tracking_uri()}: "
-                          f"{str(exc).splitlines()[0]}") from None
+        uri = tracking_uri()
+        raise ConfigError(f"MLflow run {run_id!r} not found at {redact_url(uri)}: "
+                          f"{redact(str(exc).splitlines()[0], url_secrets(uri))}") from None
     run_dir = run.data.params.get("train.run_dir")
     if not run_dir:
         raise ConfigError(f"MLflow run {run_id} has no train.run_dir parameter; export it with "
