@@ -62,14 +62,15 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("plexrec_requests", "RPCs answered, by method and status code",
                                 ["method", "code"], registry=self.registry)
-        self.latency = Histogram("plexrec_request_seconds", "RPC latency, by method",
-                                 ["method"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.latency = Histogram("plexrec_request_seconds", "RPC latency, by method and status",
+                                 ["method", "code"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
         self.registry.register(_StateCollector(stats, versions))
         self._http: Any = None
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         self.requests.labels(method, code).inc()
-        self.latency.labels(method).observe(seconds)
+        self.latency.labels(method, code).observe(seconds)
 
     def serve_http(self, host: str, port: int) -> int:
         """Starts the scrape endpoint (`/metrics`) in a daemon thread; returns its port."""

@@ -28,13 +28,15 @@ from plexrec.serving.stores.base import OnlineStoreError, StoreCorrupt, VersionV
 
 T = TypeVar("T")
 _FAILURES = (TimeoutError, RedisError, OSError)
+HEALTH_CHECK_S = 5  # a pooled connection idle this long is PINGed before use
 
 
 def connect_async(redis_url: str, timeout_s: float, max_connections: int = 64) -> aioredis.Redis:
     """A client that fails fast: short socket timeouts and no retries (the breaker decides)."""
     return aioredis.Redis.from_url(
         redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0), retry_on_timeout=False, max_connections=max_connections)
+        retry=Retry(NoBackoff(), 0), retry_on_timeout=False, max_connections=max_connections,
+        health_check_interval=HEALTH_CHECK_S)
 
 
 class RedisStore:

@@ -125,7 +125,7 @@ def test_metrics_endpoint_counts_requests_codes_and_store_reads(snap) -> None:
     text = text.decode()
     assert 'plexrec_requests_total{code="OK",method="GetEmbeddings"} 2.0' in text
     assert 'plexrec_requests_total{code="INVALID_ARGUMENT",method="GetEmbeddings"} 1.0' in text
-    assert 'plexrec_request_seconds_count{method="GetEmbeddings"} 3.0' in text
+    assert 'plexrec_request_seconds_count{code="OK",method="GetEmbeddings"} 2.0' in text
     assert 'plexrec_store_reads_total{source="snapshot"} 4.0' in text
     assert "plexrec_breaker_open 0.0" in text
     assert f'plexrec_version_loaded{{current="1",version="{snap.version}"}} 1.0' in text
