@@ -22,6 +22,7 @@ import torch.distributed.checkpoint as dcp
 
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-step-"
+BEST = "best"  # checkpoints/best/step-N: the weights of the best validation metric so far
 
 
 def _barrier() -> None:
@@ -61,6 +62,12 @@ def list_checkpoints(root: Path) -> list[Path]:
 def latest_checkpoint(root: Path) -> Path | None:
     found = list_checkpoints(root)
     return found[-1] if found else None
+
+
+def model_checkpoint(root: Path) -> Path | None:
+    """The weights a run is judged and exported by: its best validation checkpoint, else (runs
+    written before best checkpoints existed) its latest."""
+    return latest_checkpoint(Path(root) / BEST) or latest_checkpoint(root)
 
 
 def save_checkpoint(root: Path, step: int, state: dict[str, Any], extra: dict[str, Any],

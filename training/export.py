@@ -138,7 +138,8 @@ class TrainedRun:
     def provenance(self) -> dict[str, Any]:
         """What the snapshot manifest records of its source: run directory and checkpoint."""
         step = json.loads((self.checkpoint / "meta.json").read_text()).get("step")
-        return {"run_dir": str(self.run_dir), "checkpoint": self.checkpoint.name,
+        return {"run_dir": str(self.run_dir),
+                "checkpoint": str(self.checkpoint.relative_to(self.run_dir)),
                 "checkpoint_step": step}
 
 
@@ -166,19 +167,22 @@ def run_dir_of(run_id: str) -> Path:
 
 
 def _locate(path: Path) -> tuple[Path, Path]:
-    """(run dir, checkpoint dir) from a run directory or one of its step-N checkpoints."""
-    from plexrec.training.checkpoint import latest_checkpoint
+    """(run dir, checkpoint dir) from a run directory (its best validation checkpoint) or one of
+    its checkpoints/step-N or checkpoints/best/step-N directories."""
+    from plexrec.training.checkpoint import BEST, model_checkpoint
 
     path = Path(path)
     if (path / "meta.json").is_file() and path.parent.name == "checkpoints":
         return path.parent.parent, path
+    if (path / "meta.json").is_file() and path.parent.name == BEST:
+        return path.parent.parent.parent, path
     if not (path / "spec.json").is_file():
         raise ConfigError(f"{path}: not a training run directory (no spec.json) nor one of its "
                           "checkpoints/step-N directories")
-    latest = latest_checkpoint(path / "checkpoints")
-    if latest is None:
+    chosen = model_checkpoint(path / "checkpoints")
+    if chosen is None:
         raise ConfigError(f"{path}: the run has no complete checkpoint under checkpoints/")
-    return path, latest
+    return path, chosen
 
 
 def load_trained(path: str | Path, run_id: str | None = None) -> TrainedRun:

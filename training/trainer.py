@@ -26,9 +26,11 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from plexrec.features.progress import Progress
 from plexrec.training.checkpoint import (
+    BEST,
     latest_checkpoint,
     load_checkpoint,
     load_unsharded,
+    model_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -68,6 +70,7 @@ class LoopState:
     epoch: int = 0
     batch_in_epoch: int = 0
     best: float = -math.inf
+    best_step: int = 0
     bad_evals: int = 0
     stopped: bool = False
     examples: int = 0
@@ -235,7 +238,9 @@ class Trainer:
             log.info("step %d: val %s", s.step,
                      " ".join(f"{k}={v:.5f}" for k, v in metrics.items() if k != "examples"))
         if primary > s.best:
-            s.best, s.bad_evals = primary, 0
+            s.best, s.best_step, s.bad_evals = primary, s.step, 0
+            save_checkpoint(self.ckpt_root / BEST, s.step, {"model": self.model.state_dict()},
+                            {}, keep=1)
         else:
             s.bad_evals += 1
             if cfg.train.patience and s.bad_evals >= cfg.train.patience:
@@ -333,6 +338,7 @@ class Trainer:
             "train_examples_per_sec": s.examples / max(s.train_seconds, 1e-9),
             f"best_val_{self.task.primary_metric}": s.best if math.isfinite(s.best) else None,
             "steps": s.step,
+            "best_step": s.best_step,
             "early_stopped": s.stopped,
             "world_size": self.world,
             "run_dir": str(self.run_dir),
@@ -360,11 +366,23 @@ class Trainer:
             self.tracker.finish()
         return result
 
+    def _load_best(self) -> None:
+        """Test metrics, the logged model and export all use the best validation weights."""
+        best = latest_checkpoint(self.ckpt_root / BEST)
+        if best is None or self.state.best_step == self.state.step:
+            return
+        state = {"model": self.model.state_dict()}
+        load_checkpoint(best, state)
+        self.model.load_state_dict(state["model"])
+        if self.rank == 0:
+            log.info("test metrics from the best validation checkpoint (step %d of %d)",
+                     self.state.best_step, self.state.step)
+
     def _unsharded_model(self) -> torch.nn.Module:
-        latest = latest_checkpoint(self.ckpt_root)
+        chosen = model_checkpoint(self.ckpt_root)
         module = self.task.build(self.cfg, self.data, "cpu").module
-        assert latest is not None
-        load_unsharded(latest, module)
+        assert chosen is not None
+        load_unsharded(chosen, module)
         return module.eval()
 
     def run(self) -> dict[str, Any] | None:
@@ -379,6 +397,7 @@ class Trainer:
         self._log_start()
         try:
             self._train_epochs()
+            self._load_best()
             test = self.evaluate(self.test_loader)
             result = self._finish(test) if self.rank == 0 else None
         except BaseException:

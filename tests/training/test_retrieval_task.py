@@ -34,7 +34,9 @@ def test_two_tower_trains_under_the_trainer_and_beats_chance(ml, tmp_path):
     assert parts.user_sparse == ["user_id", "age", "gender", "occupation", "zip"]
     assert parts.item_sparse == ["item_id", "genres", "release_year"]
     assert [ml.dense_names[i] for i in parts.user_dense] == ["age_years"]
-    assert result["steps"] == 80 and trained.checkpoint.name == "step-80"
+    assert result["steps"] == 80
+    assert trained.checkpoint == trained.run_dir / "checkpoints" / "best" / \
+        f"step-{result['best_step']}"
     split = make_split(ml, holdout=5, val_holdout=5)
     metrics = evaluate_two_tower(parts.model, ml, split, ks=(10, 100))
     assert metrics["users"] == len(split.test_pos) > 900

@@ -58,6 +58,11 @@ def test_two_process_run_learns_and_logs_to_mlflow(criteo_10k: Path, tmp_path: P
     client = MlflowClient(tracking_uri=mlflow_uri)
     run = client.get_run(result["run_id"])
     assert run.info.status == "FINISHED"
+    # Test metrics come from the best validation checkpoint (the first of equal maxima).
+    history = client.get_metric_history(result["run_id"], "val_auc")
+    best = max(history, key=lambda m: (m.value, -m.step))
+    assert result["best_step"] == best.step and result["best_val_auc"] == best.value
+    assert (Path(result["run_dir"]) / "checkpoints" / "best" / f"step-{best.step}").is_dir()
     for key in ("test_auc", "test_logloss", "embedding_params", "embedding_bytes",
                 "train_examples_per_sec"):
         assert run.data.metrics[key] == pytest.approx(result[key], rel=1e-6)
