@@ -7,6 +7,7 @@ second; a restart without Redis resumes the last current version, not the newest
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,17 +48,9 @@ def test_corrupt_local_copy_is_served_from_redis_or_is_data_loss(tmp_path: Path,
     other = make_snapshot(tmp_path / "copy", seed=81, run_id="other")
     publish(other.path, redis_url, namespace="cor", progress=False)
     publish(current.path, redis_url, namespace="cor", progress=False)
-    local = root / other.version
-    local.mkdir()
-    for f in other.path.iterdir():
-        (local / f.name).write_bytes(f.read_bytes())
-    _corrupt(local)
     unpublished = make_snapshot(tmp_path / "unpub", seed=82, run_id="unpub")
-    local_unpub = root / unpublished.version
-    local_unpub.mkdir()
-    for f in unpublished.path.iterdir():
-        (local_unpub / f.name).write_bytes(f.read_bytes())
-    _corrupt(local_unpub)
+    for snap in (other, unpublished):
+        _corrupt(Path(shutil.copytree(snap.path, root / snap.version)))
     ids = np.asarray(other.ids("user"))[:3]
     with ServerThread(config(root, redis_url, namespace="cor")) as srv, \
             EmbeddingClient(srv.target) as client:
