@@ -295,7 +295,9 @@ class EmbeddingServer:
                                                 prefer_snapshot=config.prefer_snapshot)
         self.executor = ThreadPoolExecutor(config.search_threads,
                                            thread_name_prefix="plexrec-search")
-        self.metrics = ServerMetrics(self.store.stats, self.registry)
+        # Off unless scraped: no per-request metrics work on servers nobody scrapes.
+        self.metrics = (ServerMetrics(self.store.stats, self.registry)
+                        if config.metrics_port is not None else None)
         self.metrics_port: int | None = None
         self._follower: asyncio.Task | None = None
 
@@ -320,7 +322,7 @@ class EmbeddingServer:
                      else self.server.add_insecure_port(address))
         if self.port == 0:
             raise PlexrecError(f"cannot bind {address}")
-        if cfg.metrics_port is not None:
+        if self.metrics is not None and cfg.metrics_port is not None:
             self.metrics_port = self.metrics.serve_http(cfg.metrics_host, cfg.metrics_port)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
@@ -349,7 +351,8 @@ class EmbeddingServer:
         if self.server is not None:
             await self.server.stop(self.config.grace_s if grace is None else grace)
         await self.store.close()
-        self.metrics.close()
+        if self.metrics is not None:
+            self.metrics.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 

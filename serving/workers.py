@@ -14,6 +14,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import queue
 import signal
 import socket
 import time
@@ -65,7 +66,6 @@ class Supervisor:
         self.ctx = mp.get_context("spawn")
         self.events: Queue = self.ctx.Queue()
         self.workers: dict[int, BaseProcess] = {}
-        self.stopping = False
 
     def spawn(self, index: int, port: int) -> None:
         proc = self.ctx.Process(target=_worker_main, name=f"plexrec-serve-{index}",
@@ -86,12 +86,11 @@ class Supervisor:
                 raise PlexrecError(f"server workers not ready within {START_TIMEOUT_S:.0f}s")
             try:
                 ready.append(self.events.get(timeout=0.5))
-            except Exception:  # noqa: BLE001 - queue.Empty: poll the workers again
+            except queue.Empty:
                 continue
         return ready
 
     def stop(self) -> None:
-        self.stopping = True
         for proc in self.workers.values():
             if proc.exitcode is None and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)

@@ -141,8 +141,7 @@ class RedisStore:
         except (ValueError, UnicodeDecodeError):
             manifest = None
         if not isinstance(manifest, dict):
-            raise StoreCorrupt(f"Redis key {key} "
-                               "does not hold a JSON manifest")
+            raise StoreCorrupt(f"Redis key {key} does not hold a JSON manifest")
         return manifest
 
     async def current(self) -> str | None:

@@ -11,6 +11,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -41,13 +42,20 @@ def _corrupt(snapshot_dir: Path) -> None:
     vectors.write_bytes(bytes(data))
 
 
+def _local_and_remote(tmp_path: Path, redis_url: str, ns: str, seed: int) -> tuple[Any, Any]:
+    """Two published versions: `local` under tmp_path/snaps (the current one), `remote` only in
+    Redis and elsewhere on disk."""
+    local = make_snapshot(tmp_path / "snaps", seed=seed)
+    remote = make_snapshot(tmp_path / "remote", seed=seed + 1, run_id="remote")
+    publish(remote.path, redis_url, namespace=ns, progress=False)
+    publish(local.path, redis_url, namespace=ns, progress=False)
+    return local, remote
+
+
 def test_corrupt_local_copy_is_served_from_redis_or_is_data_loss(tmp_path: Path,
                                                                  redis_url: str) -> None:
     root = tmp_path / "snaps"
-    current = make_snapshot(root, seed=80)
-    other = make_snapshot(tmp_path / "copy", seed=81, run_id="other")
-    publish(other.path, redis_url, namespace="cor", progress=False)
-    publish(current.path, redis_url, namespace="cor", progress=False)
+    _, other = _local_and_remote(tmp_path, redis_url, "cor", seed=80)
     unpublished = make_snapshot(tmp_path / "unpub", seed=82, run_id="unpub")
     for snap in (other, unpublished):
         _corrupt(Path(shutil.copytree(snap.path, root / snap.version)))
@@ -79,10 +87,7 @@ def _break_published_value(redis_url: str, ns: str, snap, user: int) -> None:
 def test_malformed_redis_value_is_counted_and_never_a_missing_id(tmp_path: Path,
                                                                  redis_url: str) -> None:
     root = tmp_path / "snaps"
-    local = make_snapshot(root, seed=83)
-    remote = make_snapshot(tmp_path / "remote", seed=84, run_id="remote")
-    publish(remote.path, redis_url, namespace="mal", progress=False)
-    publish(local.path, redis_url, namespace="mal", progress=False)
+    local, remote = _local_and_remote(tmp_path, redis_url, "mal", seed=83)
     local_user, remote_user = int(local.ids("user")[4]), int(remote.ids("user")[4])
     _break_published_value(redis_url, "mal", local, local_user)
     _break_published_value(redis_url, "mal", remote, remote_user)
