@@ -153,11 +153,14 @@ def per_feature_params(config: Path, prepared: Path, overrides: list[str]) -> in
     from plexrec.features.cache import PreparedData
     from plexrec.models.layouts import LayoutConfig, build_layout, specs_from_prepared
     from plexrec.training.launch import LaunchOptions, load_run_config
+    from plexrec.training.tasks import task_for
+    from plexrec.training.trainer import training_view
 
     cfg = load_run_config(LaunchOptions(config=config, data=str(prepared), overrides=overrides))
     layout = {**cfg.layout, "kind": "per_feature"}
     layout.pop("budget", None)
-    data = PreparedData.open(prepared)
+    cache = PreparedData.open(prepared)
+    data, _ = training_view(cfg, task_for(cfg, cache), cache)
     names = cfg.data.features or None
     specs = specs_from_prepared(data, names)
     return int(build_layout(specs, LayoutConfig.from_dict(layout)).total_params)

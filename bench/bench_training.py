@@ -120,17 +120,19 @@ def _plain_worker(rank: int, world: int, port: int, spec: dict, steps: int, repe
                   out: dict, profile: bool) -> None:
     import torch.nn.functional as F
 
-    from plexrec.features.batching import BatchLoader, split_rows
+    from plexrec.features.batching import BatchLoader
     from plexrec.features.cache import PreparedData
     from plexrec.models.dlrm import DLRM
     from plexrec.training.config import parse_config
+    from plexrec.training.tasks import task_for
+    from plexrec.training.trainer import training_view
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     cfg = parse_config(spec["config"], spec["source"])
-    data = PreparedData.open(spec["prepared_dir"])
-    splits = split_rows(data, tuple(cfg.data.split), cfg.data.split_seed)
+    cache = PreparedData.open(spec["prepared_dir"])
+    data, splits = training_view(cfg, task_for(cfg, cache), cache)
     names = list(data.sparse_names)
     dim = int(cfg.layout.get("dim", 16))
     torch.manual_seed(0)

@@ -27,25 +27,40 @@ class Splits:
 
 def split_rows(data: PreparedData, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0,
                by_time: bool = False) -> Splits:
-    """Row indices (sorted, int64) of each split. Random by `seed`, or by time: the oldest rows
-    train and the newest test, the honest split for recommendation (no peeking at the future)."""
+    """Row indices (sorted, int64) of each split. A split the input fixed (test or validation
+    files, a split column) is taken as given; the training input is divided among the other
+    splits by their `fractions`, renormalised (with a fixed test set, [0.8, 0.1, 0.1] puts 8/9
+    of the training input in train and 1/9 in validation). Random by `seed`, or by time: the
+    oldest rows train and the newest test, the honest split for recommendation."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(
             sum(fractions), 1.0, abs_tol=1e-6):
         raise ConfigError(f"split fractions must be 3 non-negative numbers summing to 1, "
                           f"got {tuple(fractions)}")
-    n = data.num_rows
+    codes = data.split_codes
+    fixed = set(data.fixed_splits) if codes is not None else set()
+    pool = (np.arange(data.num_rows, dtype=np.int64) if codes is None
+            else np.flatnonzero(np.asarray(codes) == 0).astype(np.int64))
+    free = [f if name == "train" or name not in fixed else 0.0
+            for name, f in zip(("train", "val", "test"), fractions, strict=True)]
+    if sum(free) <= 0:
+        raise ConfigError(f"split fractions {tuple(fractions)} give the training input no rows "
+                          f"(fixed splits: {', '.join(sorted(fixed))})")
     if by_time:
         if data.time is None:
             raise DataError("split by time needs a time column, and this cache has none "
                             "(set [dataset] time_column in the schema)", path=str(data.path))
-        order = np.argsort(np.asarray(data.time), kind="stable")
+        order = pool[np.argsort(np.asarray(data.time)[pool], kind="stable")]
     else:
-        order = np.random.default_rng(seed).permutation(n)
-    a = int(round(fractions[0] * n))
-    b = int(round((fractions[0] + fractions[1]) * n))
-    b = min(max(a, b), n)
-    return Splits(*(np.sort(order[s]).astype(np.int64)
-                    for s in (slice(0, a), slice(a, b), slice(b, n))))
+        order = pool[np.random.default_rng(seed).permutation(len(pool))]
+    n, total = len(pool), sum(free)
+    a = int(round(free[0] / total * n))
+    b = min(max(a, int(round((free[0] + free[1]) / total * n))), n)
+    parts = [order[:a], order[a:b], order[b:]]
+    for code, name in ((1, "val"), (2, "test")):
+        if name in fixed:
+            assert codes is not None
+            parts[code] = np.flatnonzero(np.asarray(codes) == code)
+    return Splits(*(np.sort(p).astype(np.int64) for p in parts))
 
 
 class _SparseColumn:
@@ -54,12 +69,17 @@ class _SparseColumn:
     def __init__(self, data: PreparedData, name: str) -> None:
         self.name = name
         self.values = np.asarray(data.values(name))
+        self.id_map = data.id_map(name)
         self.categorical = data.kind(name) == "categorical"
         self.offsets = None if self.categorical else np.asarray(data.offsets(name))
 
+    def _ids(self, pos: np.ndarray) -> np.ndarray:
+        ids = self.values[pos]
+        return ids if self.id_map is None else self.id_map[ids]
+
     def gather(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.offsets is None:
-            return self.values[idx], np.ones(len(idx), dtype=np.int32)
+            return self._ids(idx), np.ones(len(idx), dtype=np.int32)
         starts = self.offsets[idx]
         lengths = self.offsets[idx + 1] - starts
         total = int(lengths.sum())
@@ -67,7 +87,7 @@ class _SparseColumn:
             return np.zeros(0, dtype=np.int64), lengths.astype(np.int32)
         ends = np.cumsum(lengths)
         pos = np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - lengths), lengths)
-        return self.values[pos], lengths.astype(np.int32)
+        return self._ids(pos), lengths.astype(np.int32)
 
 
 class BatchLoader:

@@ -14,7 +14,7 @@ import numpy as np
 from plexrec.features.errors import DataError
 from plexrec.features.schema import Schema, parse_schema
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class PreparedData:
@@ -79,6 +79,17 @@ class PreparedData:
     def time(self) -> np.ndarray | None:
         return self._load("time.npy") if self.meta.get("has_time") else None
 
+    @cached_property
+    def split_codes(self) -> np.ndarray | None:
+        """int8 per row, 0 train input, 1 validation, 2 test (features.prepare.SPLITS), when the
+        cache was built with fixed splits; None otherwise."""
+        return self._load("split.npy") if (self.path / "split.npy").is_file() else None
+
+    @property
+    def fixed_splits(self) -> list[str]:
+        """The splits the input fixed ("val", "test"); the others come from [data] split."""
+        return list(self.meta.get("fixed_splits", []))
+
     @property
     def dense_names(self) -> list[str]:
         return list(self.meta["dense"])
@@ -104,6 +115,12 @@ class PreparedData:
     def offsets(self, name: str) -> np.ndarray:
         self._spec(name)
         return self._load(f"sparse/{name}.offsets.npy")
+
+    def id_map(self, name: str) -> np.ndarray | None:
+        """Cache id -> model id; None: the cache's ids are used as they are (see
+        features/training_view.py for a run's training-only remap)."""
+        self._spec(name)
+        return None
 
     def vocab(self, name: str) -> dict[str, int]:
         """value -> id (id 0, the OOV/missing row, has no entry). Empty for hashed features."""

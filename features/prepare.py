@@ -2,8 +2,9 @@
 
 Vocabulary ids depend on global frequencies, which are only known at the end, so each chunk's
 values are written as chunk-local codes and remapped once at the end with vectorised per-chunk
-look-up tables. Every large array goes through files, so memory stays bounded by the
-chunk size plus the vocabularies."""
+look-up tables. Every value gets an id here; which ones a model keeps (`min_count`) is decided
+per run from its training rows (features/training_view.py). Every large array goes through
+files, so memory stays bounded by the chunk size plus the vocabularies."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,20 +25,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from plexrec.features.encode import as_strings, split_multi_hot, transform_dense
-from plexrec.features.errors import DataError
+from plexrec.features.derive import derive_values, derived_column
+from plexrec.features.encode import split_multi_hot, transform_dense
+from plexrec.features.errors import ConfigError, DataError
 from plexrec.features.hashing import hash_strings
 from plexrec.features.locks import exclusive
 from plexrec.features.progress import Progress
 from plexrec.features.readers import LINE_COLUMN, ReadStats, input_files, read_chunks
 from plexrec.features.schema import Feature, Schema
 from plexrec.features.schema_toml import schema_to_toml
+from plexrec.features.strings import as_strings
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_CHUNK_ROWS = 100_000
 _COPY_ROWS = 1 << 22
+
+
+# The splits a row can belong to, as stored in split.npy, and the split column's spellings.
+SPLITS = ("train", "val", "test")
+SPLIT_NAMES = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
 
 
 @dataclass
@@ -51,6 +59,43 @@ class PrepareResult:
     input_hash: str
     seconds: float = 0.0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    rows_by_file: dict[str, int] = field(default_factory=dict)
+    split_rows: dict[str, int] = field(default_factory=dict)
+    join_unmatched: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What one cache is built from: the training input and optional fixed validation and test
+    inputs (files or directories read with the same schema), or one input whose
+    `split_column` names each row's split. Inputs are read train, then validation, then test."""
+
+    train: Path
+    valid: Path | None = None
+    test: Path | None = None
+    split_column: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.split_column and (self.valid or self.test):
+            raise ConfigError("give either a split column or valid/test inputs, not both")
+
+    @property
+    def sources(self) -> list[tuple[int, Path]]:
+        return [(code, p) for code, p in enumerate((self.train, self.valid, self.test))
+                if p is not None]
+
+    def identity(self) -> list[str]:
+        """What names this input set (for a default cache location)."""
+        names = [str(p.resolve()) for _, p in self.sources]
+        return names + ([f"split_column={self.split_column}"] if self.split_column else [])
+
+    @property
+    def fixed(self) -> bool:
+        return len(self.sources) > 1 or bool(self.split_column)
+
+
+def _as_inputs(input_path: str | Path | Inputs) -> Inputs:
+    return input_path if isinstance(input_path, Inputs) else Inputs(Path(input_path))
 
 
 def hash_inputs(files: Iterable[Path], progress: bool = False) -> str:
@@ -155,12 +200,13 @@ class _ChunkVocab:
         self.dictionary = encoded.dictionary
         self._pending, self._pending_len = [], 0
 
-    def lookups(self, min_count: int) -> tuple[list[np.ndarray], pa.Array, np.ndarray]:
-        """Per chunk: local code + 1 -> final id (index 0 = missing -> 0); plus the kept values
-        and their counts in id order (descending count, then value)."""
+    def lookups(self) -> tuple[list[np.ndarray], pa.Array, np.ndarray]:
+        """Per chunk: local code + 1 -> final id (index 0 = missing -> 0); plus every value and
+        its count in id order (descending count, then value). No value is dropped here:
+        `min_count` is a training statistic, applied per run (features/training_view.py)."""
         self._fold()
         freq = self.freq
-        keep = np.flatnonzero(freq >= min_count)
+        keep = np.arange(len(freq))
         table = pa.table({"neg": pa.array(-freq[keep], type=pa.int64()),
                           "value": self.dictionary.take(pa.array(keep, type=pa.int64()))})
         order = pc.sort_indices(table, sort_keys=[("neg", "ascending"), ("value", "ascending")])
@@ -212,10 +258,10 @@ class _SparseWriter:
 
     def _remap(self, out: Path) -> tuple[int, np.ndarray]:
         """Chunk-local codes -> final ids, chunk by chunk; writes the vocabulary parquet."""
-        assert self.vocab is not None and self.feature.min_count is not None
+        assert self.vocab is not None
         raw = self.values.memmap()
         total = len(raw)
-        lookups, values, freq = self.vocab.lookups(self.feature.min_count)
+        lookups, values, freq = self.vocab.lookups()
         cardinality = len(values) + 1
         counts = np.zeros(cardinality, dtype=np.int64)
         counts[1:] = freq
@@ -266,6 +312,56 @@ class _SparseWriter:
                 "max_length": f.max_length}
 
 
+def _split_codes(column: str, df: pd.DataFrame, on_bad_row: str, stats: ReadStats
+                 ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Each row's split from its split-column value; any other value is a bad row."""
+    names = df[column].astype("string").str.strip().str.lower()
+    codes = names.map(SPLIT_NAMES)
+    bad = codes.isna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        if on_bad_row == "error":
+            raise DataError(f"split value {df[column].iloc[i]!r} is not one of "
+                            f"{', '.join(sorted(SPLIT_NAMES))}", path=df.attrs.get("path"),
+                            line=int(df[LINE_COLUMN].iloc[i]), field=column)
+        stats.skip(f"{column}: not a split name", int(bad.sum()))
+        attrs = df.attrs
+        df = df.loc[~bad].reset_index(drop=True)
+        df.attrs = attrs
+        codes = codes[~bad]
+    return df, codes.to_numpy(dtype=np.int8)
+
+
+def _derive(schema: Schema, df: pd.DataFrame, on_bad_row: str, stats: ReadStats
+            ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Adds each derived feature's values as a column (`derived_column`); a row whose source
+    value cannot be derived from (a malformed timestamp, a non-number to bucketize) is a bad
+    row. Returns the frame and the mask of the input rows it kept."""
+    keep = np.ones(len(df), dtype=bool)
+    derived = {}
+    for f in schema.sparse:
+        if f.derive is None:
+            continue
+        values, bad = derive_values(f.derive, df, f.column)
+        if bad.any():
+            i = int(np.argmax(bad))
+            if on_bad_row == "error":
+                raise DataError(f"cannot derive {f.derive.kind} of feature {f.name!r} from "
+                                f"{df[f.column].iloc[i]!r}", path=df.attrs.get("path"),
+                                line=int(df[LINE_COLUMN].iloc[i]), field=f.column)
+            stats.skip(f"{f.name}: cannot derive {f.derive.kind}", int((bad & keep).sum()))
+            keep &= ~bad
+        derived[derived_column(f)] = values.to_numpy()
+    if not derived:
+        return df, keep
+    attrs = df.attrs
+    df = df.assign(**derived)
+    if not keep.all():
+        df = df.loc[keep].reset_index(drop=True)
+    df.attrs = attrs
+    return df, keep
+
+
 def _labels(schema: Schema, df: pd.DataFrame) -> np.ndarray:
     y = df[schema.label.column].to_numpy(dtype=np.float64)
     if schema.label.kind == "threshold":
@@ -290,7 +386,10 @@ def _result_from_meta(out_dir: Path, meta: dict, reused: bool, seconds: float) -
                          skipped_rows=meta["skipped_rows"], label_rate=meta["label_rate"],
                          cardinality={s["name"]: s["cardinality"] for s in meta["sparse"]},
                          reused=reused, input_hash=meta["input_hash"], seconds=seconds,
-                         skipped_by_reason=meta.get("skipped_by_reason", {}))
+                         skipped_by_reason=meta.get("skipped_by_reason", {}),
+                         rows_by_file=meta.get("rows_by_file", {}),
+                         join_unmatched=meta.get("join_unmatched", {}),
+                         split_rows=meta.get("split_rows", {}))
 
 
 def _replace_dir(staging: Path, out_dir: Path) -> None:
@@ -304,12 +403,13 @@ def _replace_dir(staging: Path, out_dir: Path) -> None:
     staging.rename(out_dir)
 
 
-def prepare(schema: Schema, input_path: str | Path, out_dir: str | Path, *,
+def prepare(schema: Schema, input_path: str | Path | Inputs, out_dir: str | Path, *,
             on_bad_row: str = "error", chunk_rows: int = DEFAULT_CHUNK_ROWS,
             progress: bool = True, force: bool = False) -> PrepareResult:
     """Builds the cache in `out_dir`, or reuses it when it was built from the same input content
     (sha256) and the same schema fingerprint. A cache that skipped bad rows is not reused when
-    bad rows are to stop the run: the rebuild then reports the first bad row."""
+    bad rows are to stop the run: the rebuild then reports the first bad row. `input_path` is
+    one input, or `Inputs` with fixed validation/test inputs or a split column."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # One writer per cache: concurrent runs of one config wait here, then reuse what the first
@@ -319,11 +419,23 @@ def prepare(schema: Schema, input_path: str | Path, out_dir: str | Path, *,
                                chunk_rows=chunk_rows, progress=progress, force=force)
 
 
-def _prepare_locked(schema: Schema, input_path: str | Path, out_dir: Path, *, on_bad_row: str,
-                    chunk_rows: int, progress: bool, force: bool) -> PrepareResult:
+def _input_hash(schema: Schema, inputs: Inputs, progress: bool) -> str:
+    hashes = [hash_inputs(input_files(schema, path), progress) for _, path in inputs.sources]
+    if len(hashes) == 1:
+        return hashes[0]
+    roles = [SPLITS[code] for code, _ in inputs.sources]
+    return hashlib.sha256("\n".join(f"{r}:{h}" for r, h in zip(roles, hashes, strict=True))
+                          .encode()).hexdigest()
+
+
+def _prepare_locked(schema: Schema, input_path: str | Path | Inputs, out_dir: Path, *,
+                    on_bad_row: str, chunk_rows: int, progress: bool, force: bool
+                    ) -> PrepareResult:
     start = time.perf_counter()
-    files = input_files(schema, input_path)
-    input_hash = hash_inputs(files, progress)
+    inputs = _as_inputs(input_path)
+    if inputs.split_column:
+        schema = replace(schema, split_column=inputs.split_column)
+    input_hash = _input_hash(schema, inputs, progress)
     fingerprint = schema.fingerprint()
     meta = read_meta(out_dir)
     if (not force and meta is not None and meta.get("format_version") == FORMAT_VERSION
@@ -340,7 +452,7 @@ def _prepare_locked(schema: Schema, input_path: str | Path, out_dir: Path, *, on
     for sub in ("sparse", "stats", "vocab", "tmp"):
         (staging / sub).mkdir(parents=True)
     try:
-        meta = _build(schema, input_path, staging, tmp, on_bad_row, chunk_rows, progress)
+        meta = _build(schema, inputs, staging, tmp, on_bad_row, chunk_rows, progress)
         meta.update(schema_fingerprint=fingerprint, input_hash=input_hash)
         shutil.rmtree(tmp)
         (staging / "schema.toml").write_text(schema_to_toml(schema))
@@ -352,37 +464,63 @@ def _prepare_locked(schema: Schema, input_path: str | Path, out_dir: Path, *, on
     return _result_from_meta(out_dir, meta, False, time.perf_counter() - start)
 
 
-def _build(schema: Schema, input_path: str | Path, out: Path, tmp: Path, on_bad_row: str,
+def _build(schema: Schema, inputs: Inputs, out: Path, tmp: Path, on_bad_row: str,
            chunk_rows: int, progress: bool) -> dict:
     labels = _Spool(tmp / "labels.raw", np.float32)
     dense = _Spool(tmp / "dense.raw", np.float32)
     times = _Spool(tmp / "time.raw", np.int64) if schema.time_column else None
+    splits = _Spool(tmp / "split.raw", np.int8) if inputs.fixed else None
     sparse = [_SparseWriter(f, tmp) for f in schema.sparse]
     stats = ReadStats()
     positives = 0.0
+    rows_by_file: dict[str, int] = {}
     with Progress("prepare", unit="rows", enabled=progress, unit_scale=True) as bar:
-        for df in read_chunks(schema, input_path, chunk_rows, on_bad_row, stats):
-            y = _labels(schema, df)
-            positives += float(y.sum())
-            labels.write(y)
-            if schema.dense:
-                dense.write(np.stack([transform_dense(f, df[f.column]) for f in schema.dense],
-                                     axis=1))
-            if times is not None:
-                times.write(df[schema.time_column].to_numpy(dtype=np.float64).astype(np.int64))
-            for w in sparse:
-                w.add(df[w.feature.column])
-            bar.update(len(df))
+        for code, path in inputs.sources:
+            for df in read_chunks(schema, path, chunk_rows, on_bad_row, stats):
+                if schema.split_column:
+                    df, codes = _split_codes(schema.split_column, df, on_bad_row, stats)
+                else:
+                    codes = np.full(len(df), code, dtype=np.int8)
+                df, kept = _derive(schema, df, on_bad_row, stats)
+                codes = codes[kept]
+                if not len(df):
+                    continue
+                y = _labels(schema, df)
+                positives += float(y.sum())
+                labels.write(y)
+                if splits is not None:
+                    splits.write(codes)
+                if schema.dense:
+                    dense.write(np.stack([transform_dense(f, df[f.column])
+                                          for f in schema.dense], axis=1))
+                if times is not None:
+                    times.write(df[schema.time_column].to_numpy(dtype=np.float64)
+                                .astype(np.int64))
+                for w in sparse:
+                    w.add(df[derived_column(w.feature) if w.feature.derive else w.feature.column])
+                file = str(df.attrs.get("path", path))
+                rows_by_file[file] = rows_by_file.get(file, 0) + len(df)
+                bar.update(len(df))
     n = labels.count
     if n == 0:
-        raise DataError(f"no rows read ({stats.skipped} skipped)", path=str(input_path))
+        raise DataError(f"no rows read ({stats.skipped} skipped)", path=str(inputs.train))
     labels.to_npy(out / "labels.npy", (n,))
     dense.to_npy(out / "dense.npy", (n, len(schema.dense)))
     if times is not None:
         times.to_npy(out / "time.npy", (n,))
+    split_rows: dict[str, int] = {}
+    fixed: list[str] = []
+    if splits is not None:
+        per_code = np.bincount(splits.memmap(), minlength=3)
+        split_rows = {name: int(c) for name, c in zip(SPLITS, per_code, strict=True)}
+        fixed = ([name for name in SPLITS[1:] if split_rows[name]] if schema.split_column
+                 else [SPLITS[code] for code, _ in inputs.sources if code])
+        splits.to_npy(out / "split.npy", (n,))
     sparse_meta = [w.finish(out, n) for w in sparse]
     return {"format_version": FORMAT_VERSION, "num_rows": int(n),
             "skipped_rows": int(stats.skipped), "skipped_by_reason": stats.skipped_by_reason,
+            "rows_by_file": rows_by_file, "split_rows": split_rows, "fixed_splits": fixed,
+            "join_unmatched": stats.unmatched,
             "dense": [f.name for f in schema.dense], "sparse": sparse_meta,
             "label_rate": positives / n, "has_time": times is not None,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

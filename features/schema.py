@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plexrec.features.derive import Derive, parse_derive
 from plexrec.features.errors import SchemaError
+from plexrec.features.joins import Join, parse_join
 from plexrec.features.reader_registry import READERS
 
 FEATURE_KINDS = ("dense", "categorical", "multi_hot")
@@ -41,6 +43,14 @@ class Feature:
     hash_size: int | None = None
     separator: str = "|"
     max_length: int = 1
+    derive: Derive | None = None
+
+    @property
+    def source_columns(self) -> tuple[str, ...]:
+        """The raw columns this feature is computed from."""
+        if self.derive is not None and self.derive.kind == "cross":
+            return self.derive.columns
+        return (self.column,)
 
     @property
     def is_sparse(self) -> bool:
@@ -72,6 +82,8 @@ class Schema:
     time_column: str | None = None
     user_key: str | None = None
     item_key: str | None = None
+    split_column: str | None = None
+    joins: tuple[Join, ...] = ()
     source: str = field(default="<memory>", compare=False)
 
     @property
@@ -92,10 +104,25 @@ class Schema:
     def side(self, side: str) -> tuple[Feature, ...]:
         return tuple(f for f in self.features if f.side == side)
 
+    @property
+    def joined_columns(self) -> set[str]:
+        """Columns that side tables add (so the input itself need not have them); a join that
+        names no columns adds every column of its table, known only when it is read."""
+        return {c for j in self.joins for c in j.columns}
+
+    def input_columns(self) -> list[str]:
+        """The columns the input files themselves must have: what the schema reads, less what
+        joins add, plus the join keys."""
+        joined = self.joined_columns
+        own = [c for c in self.required_columns() if c not in joined]
+        return list(dict.fromkeys(own + [j.on for j in self.joins]))
+
     def required_columns(self) -> list[str]:
-        cols = [self.label.column] + [f.column for f in self.features]
+        cols = [self.label.column] + [c for f in self.features for c in f.source_columns]
         if self.time_column:
             cols.append(self.time_column)
+        if self.split_column:
+            cols.append(self.split_column)
         return list(dict.fromkeys(cols))
 
     def fingerprint(self) -> str:
@@ -127,7 +154,7 @@ def _one_of(value: str, allowed: tuple[str, ...], where: str, key: str) -> str:
 
 _TOP_KEYS = ("dataset", "label", "features")
 _DATASET_KEYS = ("name", "format", "columns", "delimiter", "header", "time_column", "user_key",
-                 "item_key")
+                 "item_key", "split_column", "join")
 _LABEL_KEYS = ("column", "kind", "threshold")
 
 
@@ -157,7 +184,7 @@ def _parse_feature(raw: dict[str, Any], where: str) -> Feature:
     side = _one_of(_expect(raw, "side", str, where, "context"), SIDES, where, "side")
     column = _expect(raw, "column", str, where, name)
     known = {"name", "kind", "side", "column", "fill", "transform", "min", "max", "min_count",
-             "hash_size", "separator", "max_length"}
+             "hash_size", "separator", "max_length", "derive"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise SchemaError(f"{where}: unknown field(s) {', '.join(unknown)}")
@@ -173,6 +200,10 @@ def _parse_feature(raw: dict[str, Any], where: str) -> Feature:
                        transform=transform,
                        clamp_min=None if clamp_min is None else float(clamp_min),
                        clamp_max=None if clamp_max is None else float(clamp_max))
+    derive = parse_derive(raw["derive"], where) if "derive" in raw else None
+    if derive is not None and kind != "categorical":
+        raise SchemaError(f"{where}: derive makes one value per row, so the feature's kind must "
+                          f"be 'categorical', not {kind!r}")
     min_count = _expect(raw, "min_count", int, where, None)
     hash_size = _expect(raw, "hash_size", int, where, None)
     if (min_count is None) == (hash_size is None):
@@ -188,7 +219,7 @@ def _parse_feature(raw: dict[str, Any], where: str) -> Feature:
         raise SchemaError(f"{where}: a categorical feature has max_length 1; use kind 'multi_hot'")
     return Feature(name=name, kind=kind, side=side, column=column, min_count=min_count,
                    hash_size=hash_size, separator=_expect(raw, "separator", str, where, "|"),
-                   max_length=max_length)
+                   max_length=max_length, derive=derive)
 
 
 def parse_schema(raw: dict[str, Any], source: str = "<memory>") -> Schema:
@@ -227,14 +258,24 @@ def parse_schema(raw: dict[str, Any], source: str = "<memory>") -> Schema:
         time_column=_expect(dataset, "time_column", str, where, None),
         user_key=_expect(dataset, "user_key", str, where, None),
         item_key=_expect(dataset, "item_key", str, where, None),
+        split_column=_expect(dataset, "split_column", str, where, None),
+        joins=tuple(parse_join(j, f"{where} [[dataset.join]] #{i + 1}")
+                    for i, j in enumerate(_expect(dataset, "join", list, where, []))),
         source=source,
     )
     for key in ("user_key", "item_key"):
         value = getattr(schema, key)
         if value is not None and value not in names:
             raise SchemaError(f"{where}: {key} {value!r} is not a feature name")
+    if schema.joins and fmt not in ("csv", "parquet"):
+        raise SchemaError(f"{where}: join works on csv and parquet inputs, not {fmt!r}")
+    unlisted = [j.path for j in schema.joins if not j.columns]
+    if unlisted:
+        raise SchemaError(f"{where} [[dataset.join]] {unlisted[0]}: list the columns it adds "
+                          "(columns = [...]), so the input's own columns are known before "
+                          "reading")
     if columns:
-        missing = [c for c in schema.required_columns() if c not in columns]
+        missing = [c for c in schema.input_columns() if c not in columns]
         if missing:
             raise SchemaError(f"{where}: columns does not list {', '.join(missing)} "
                               "(named by the label or a feature)")

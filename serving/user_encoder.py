@@ -4,11 +4,14 @@ features/encode.py, the same functions data preparation used, so ids mean the sa
 
 `user_features.json` (written by training/export):
     {"sparse": [{"name", "kind": "categorical"|"multi_hot", "max_length", "separator",
-                 "vocab": {value: id} | null, "hash_size": int | null}, ...],
+                 "vocab": {value: id} | null, "hash_size": int | null,
+                 "derive": {"kind", ...} | null}, ...],
      "dense":  [{"name", "fill", "transform", "clamp_min", "clamp_max"}, ...],
      "tower_input": "padded"}
 The tower's forward(sparse: int64 [B, sum(max_length)] padded with -1, each feature's slot block
-in the listed order; dense: float32 [B, n_dense]) -> float32 [B, width]."""
+in the listed order; dense: float32 [B, n_dense]) -> float32 [B, width]. A derived feature
+(features/derive.py) takes its source column's raw value and is derived here as in
+preparation."""
 
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from plexrec.features.derive import derive_values, parse_derive
 from plexrec.features.encode import encode_categorical, encode_multi_hot, transform_dense
 from plexrec.features.errors import ConfigError, PlexrecError
 from plexrec.features.schema import Feature
@@ -43,11 +48,14 @@ class UserEncoder:
         try:
             for raw in spec.get("sparse", []):
                 vocab = raw.get("vocab")
+                derive = raw.get("derive")
                 feature = Feature(name=raw["name"], kind=raw["kind"], side="user",
                                   max_length=int(raw.get("max_length") or 1),
                                   separator=raw.get("separator") or "|",
                                   hash_size=raw.get("hash_size"),
-                                  min_count=None if raw.get("hash_size") else 1)
+                                  min_count=None if raw.get("hash_size") else 1,
+                                  derive=None if derive is None else parse_derive(
+                                      derive, f"{source} ({raw['name']})"))
                 if feature.kind not in ("categorical", "multi_hot"):
                     raise ConfigError(f"{source}: sparse feature {feature.name!r} has kind "
                                       f"{feature.kind!r}")
@@ -83,6 +91,8 @@ class UserEncoder:
         slot = 0
         for feature, vocab in self.sparse:
             value = values.get(feature.name)
+            if feature.derive is not None:
+                value = _derived(feature, value)
             if feature.kind == "categorical":
                 sparse[slot] = encode_categorical(feature, [value], vocab)[0]
             else:
@@ -99,6 +109,17 @@ class UserEncoder:
                 raise UserFeatureError(f"user feature {feature.name!r}: {_shown(value or '')} "
                                        "overflows float32 after its transform")
         return sparse, dense
+
+
+def _derived(feature: Feature, value: str | None) -> str | None:
+    """A derived feature's request value is its source column's raw value, derived here as in
+    preparation."""
+    assert feature.derive is not None
+    out, bad = derive_values(feature.derive, {"v": pd.Series([value], dtype=object)}, "v")
+    if bad[0]:
+        raise UserFeatureError(f"user feature {feature.name!r}: cannot derive "
+                               f"{feature.derive.kind} from {_shown(str(value))}")
+    return out.iloc[0]
 
 
 def _shown(value: str) -> str:

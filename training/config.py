@@ -25,6 +25,9 @@ with warnings.catch_warnings():
     class DataConfig(Section):
         schema: str = ""  # type: ignore[assignment]
         path: str = ""
+        valid_path: str = ""
+        test_path: str = ""
+        split_column: str = ""
         batch_size: int = 512
         eval_batch_size: int = 4096
         split: list[float] = [0.8, 0.1, 0.1]

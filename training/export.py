@@ -69,11 +69,16 @@ def user_contract(data: Any, parts: TwoTowerParts) -> dict[str, Any]:
     sparse = []
     for name in parts.user_sparse:
         f = schema.feature(name)
+        if f.derive is not None and f.derive.kind == "cross":
+            raise ConfigError(f"{schema.source}: user feature {name!r} is a cross of "
+                              f"{', '.join(f.derive.columns)}; the exported user tower takes "
+                              "one value per feature, so cross features belong to the item side")
         vocab = data.vocab(name) if f.uses_vocabulary else None
         sparse.append({"name": name, "column": f.column, "kind": f.kind,
                        "max_length": int(f.max_length), "separator": f.separator,
                        "vocab": dict(vocab) if vocab is not None else None,
-                       "hash_size": f.hash_size, "cardinality": int(data.cardinality(name))})
+                       "hash_size": f.hash_size, "cardinality": int(data.cardinality(name)),
+                       "derive": f.derive.to_toml() if f.derive is not None else None})
     dense = []
     for index in parts.user_dense:
         f = schema.feature(data.dense_names[index])
@@ -192,7 +197,7 @@ def load_trained(path: str | Path, run_id: str | None = None) -> TrainedRun:
     from plexrec.training.checkpoint import load_unsharded
     from plexrec.training.config import parse_config
     from plexrec.training.tasks.retrieval import RetrievalTask
-    from plexrec.training.trainer import RunSpec
+    from plexrec.training.trainer import RunSpec, training_view
 
     run_dir, checkpoint = _locate(Path(path))
     spec = RunSpec.load(run_dir / "spec.json")
@@ -200,8 +205,9 @@ def load_trained(path: str | Path, run_id: str | None = None) -> TrainedRun:
     if cfg.model.kind != "two_tower":
         raise ConfigError(f"{run_dir}: the run trained a {cfg.model.kind!r} model; export needs "
                           "a two_tower run")
-    data = PreparedData.open(spec.prepared_dir)
-    task = RetrievalTask().configure(cfg, data)
+    cache = PreparedData.open(spec.prepared_dir)
+    task = RetrievalTask().configure(cfg, cache)
+    data, _ = training_view(cfg, task, cache)
     parts = task.build_parts(cfg, data, "cpu")
     load_unsharded(checkpoint, parts.model)
     parts.model.eval()

@@ -107,11 +107,16 @@ def _check_schema_features(cfg: RunConfig, schema: Any) -> None:
 def prepare_data(cfg: RunConfig, config_path: Path, quiet: bool) -> Path:
     """A prepared cache directory is used as is; raw input is prepared into `[data] cache_dir`
     (default `<run_dir>/prepared`), which `prepare` reuses while input and schema are unchanged."""
-    from plexrec.features.prepare import prepare
+    from plexrec.features.prepare import Inputs, prepare
     from plexrec.features.schema import load_schema
 
     data_path = _resolve(cfg.data.path, config_path)
     if (data_path / "meta.json").is_file():
+        given = [k for k in ("valid_path", "test_path", "split_column") if getattr(cfg.data, k)]
+        if given:
+            raise ConfigError(f"{cfg.source} [data] {given[0]}: [data] path {data_path} is a "
+                              "prepared cache, whose splits were fixed when it was prepared; "
+                              "give the raw input instead")
         if cfg.data.features:
             from plexrec.features.cache import PreparedData
 
@@ -125,12 +130,24 @@ def prepare_data(cfg: RunConfig, config_path: Path, quiet: bool) -> Path:
                           "schema TOML")
     schema = load_schema(_resolve(cfg.data.schema, config_path))
     _check_schema_features(cfg, schema)
+    extra = {}
+    for key in ("valid_path", "test_path"):
+        if getattr(cfg.data, key):
+            extra[key] = _resolve(getattr(cfg.data, key), config_path)
+            if not extra[key].exists():
+                raise ConfigError(f"{cfg.source} [data] {key}: {extra[key]} does not exist")
+    inputs = Inputs(data_path, extra.get("valid_path"), extra.get("test_path"),
+                    cfg.data.split_column or None)
     cache = (Path(cfg.data.cache_dir) if cfg.data.cache_dir
-             else default_cache_dir(cfg, data_path, schema.name))
-    result = prepare(schema, data_path, cache, on_bad_row=cfg.data.on_bad_row,
+             else default_cache_dir(cfg, inputs.identity(), schema.name))
+    result = prepare(schema, inputs, cache, on_bad_row=cfg.data.on_bad_row,
                      progress=not quiet)
     log.info("prepared data: %s (%d rows%s)", result.out_dir, result.num_rows,
              ", reused" if result.reused else "")
+    for file, rows in result.rows_by_file.items():
+        log.info("  %s: %d rows", file, rows)
+    for side, rows in result.join_unmatched.items():
+        log.info("  join %s: %d rows without a match", side, rows)
     return Path(result.out_dir)
 
 

@@ -72,7 +72,8 @@ def run_dir_for(cfg: RunConfig, resume: str | None) -> Path:
     return create_run_dir(cfg)
 
 
-def default_cache_dir(cfg: RunConfig, data_path: Path, schema_name: str) -> Path:
-    """One cache per (input path, schema), shared by the runs that read them."""
-    digest = hashlib.sha256(str(data_path.resolve()).encode()).hexdigest()[:12]
+def default_cache_dir(cfg: RunConfig, inputs: list[str], schema_name: str) -> Path:
+    """One cache per (inputs, schema), shared by the runs that read them; `inputs` names what
+    the cache is built from (resolved paths, the split column)."""
+    digest = hashlib.sha256("\n".join(inputs).encode()).hexdigest()[:12]
     return Path(cfg.train.runs_root) / "prepared" / f"{_slug(schema_name)}-{digest}"

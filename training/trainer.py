@@ -119,6 +119,18 @@ def _all_mean(value: float) -> float:
     return float(t.item()) / dist.get_world_size()
 
 
+def training_view(cfg: RunConfig, task: Task, cache: Any) -> tuple[Any, Any]:
+    """(the run's TrainingView of the cache, its Splits): the split first (the task's own, or
+    [data] split), then every statistic from the training rows alone."""
+    from plexrec.features.batching import split_rows
+    from plexrec.features.training_view import TrainingView
+
+    custom_split = getattr(task, "split", None)
+    splits = (custom_split(cfg, cache) if custom_split is not None else
+              split_rows(cache, tuple(cfg.data.split), cfg.data.split_seed, cfg.data.by_time))
+    return TrainingView(cache, splits.train, getattr(task, "catalogue", ())), splits
+
+
 class Trainer:
     """One rank's run; `run()` returns the result dict on rank 0 and None elsewhere."""
 
@@ -138,17 +150,17 @@ class Trainer:
         self.tracker = Tracker(self.rank == 0 and self.cfg.mlflow.enabled)
 
     def _setup(self) -> None:
-        from plexrec.features.batching import split_rows
         from plexrec.features.cache import PreparedData
 
         cfg = self.cfg
-        self.data = PreparedData.open(self.spec.prepared_dir)
-        self.task: Task = task_for(cfg, self.data)
-        self.task.validate(cfg, self.data)
-        custom_split = getattr(self.task, "split", None)
-        splits = (custom_split(cfg, self.data) if custom_split is not None else
-                  split_rows(self.data, tuple(cfg.data.split), cfg.data.split_seed,
-                             cfg.data.by_time))
+        cache = PreparedData.open(self.spec.prepared_dir)
+        self.task: Task = task_for(cfg, cache)
+        self.task.validate(cfg, cache)
+        self.data, splits = training_view(cfg, self.task, cache)
+        self.split_sizes = {name: len(getattr(splits, name)) for name in ("train", "val", "test")}
+        names = list(cfg.data.features) or None
+        self.unseen = ({split: self.data.unseen(getattr(splits, split), names)
+                        for split in ("val", "test")} if self.rank == 0 else {})
         seed_everything(cfg.train.seed)
         self.built = self.task.build(cfg, self.data, "meta")
         constraints = check_constraints(cfg, self.built.table_names)
@@ -342,6 +354,8 @@ class Trainer:
             "early_stopped": s.stopped,
             "world_size": self.world,
             "run_dir": str(self.run_dir),
+            "rows": self.split_sizes,
+            "unseen_values": self.unseen,
         }
         final_metrics = getattr(self.task, "final_metrics", None)
         model = None
@@ -354,10 +368,13 @@ class Trainer:
                 {k: float(v) for k, v in result.items()
                  if (k.startswith("test_") or k in ("embedding_params", "embedding_bytes",
                                                     "train_examples_per_sec"))
-                 and isinstance(v, int | float) and not isinstance(v, bool)}, s.step)
+                 and isinstance(v, int | float) and not isinstance(v, bool)}
+                | {f"unseen_{split}_values": float(sum(counts.values()))
+                   for split, counts in self.unseen.items()}, s.step)
             self.tracker.log_curve(s.history, self.run_dir / "learning_curve.png",
                                    f"val_{self.task.primary_metric}")
             if self.cfg.mlflow.log_model:
+                self._log_vocabularies()
                 signature = getattr(self.task, "signature", None)
                 self.tracker.log_model(model if model is not None else self._unsharded_model(),
                                        self.cfg.mlflow.registered_model,
@@ -365,6 +382,16 @@ class Trainer:
                                        signature(self.data) if signature else None)
             self.tracker.finish()
         return result
+
+    def _log_vocabularies(self) -> None:
+        """The run's training-only vocabularies beside the model (artifact `vocab/`): the
+        logged model speaks these ids, not the cache's."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for file in self.data.write_vocabularies(Path(tmp),
+                                                     list(self.cfg.data.features) or None):
+                self.tracker.log_file(file, "vocab")
 
     def _load_best(self) -> None:
         """Test metrics, the logged model and export all use the best validation weights."""
@@ -394,6 +421,10 @@ class Trainer:
         dist.barrier()
         if self.rank == 0:
             log.info("%s\nsharding plan:\n%s", self.built.describe, self.plan)
+            for split, counts in self.unseen.items():
+                if any(counts.values()):
+                    log.info("%s values unseen in training (mapped to the OOV row): %s", split,
+                             ", ".join(f"{k} {v}" for k, v in counts.items() if v))
         self._log_start()
         try:
             self._train_epochs()

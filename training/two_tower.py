@@ -104,7 +104,8 @@ def key_ids(data: Any, name: str) -> np.ndarray:
     if len(values) != data.num_rows:
         raise DataError(f"{name} has {len(values)} values for {data.num_rows} rows",
                         path=str(data.path))
-    return values
+    id_map = data.id_map(name)
+    return values if id_map is None else id_map[values]
 
 
 @dataclass

@@ -10,10 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from plexrec.features.errors import SchemaError
+from plexrec.features.joins import load_side_tables, side_file
 from plexrec.features.reader_registry import READERS, reader_for
 from plexrec.features.readers.criteo import CRITEO_COLUMNS
 from plexrec.features.readers.delimited import LINE_COLUMN, ReadStats, check_policy
 from plexrec.features.readers.movielens import MOVIELENS_COLUMNS
+from plexrec.features.readers.roles import column_roles
 from plexrec.features.schema import Schema
 
 __all__ = ["CRITEO_COLUMNS", "LINE_COLUMN", "MOVIELENS_COLUMNS", "READERS", "ReadStats",
@@ -21,8 +23,10 @@ __all__ = ["CRITEO_COLUMNS", "LINE_COLUMN", "MOVIELENS_COLUMNS", "READERS", "Rea
 
 
 def input_files(schema: Schema, input_path: str | Path) -> list[Path]:
-    """The files a prepare run reads (what the cache's input hash covers)."""
-    return reader_for(schema.format, schema.source).files(Path(input_path))
+    """The files a prepare run reads (what the cache's input hash covers), side tables
+    included."""
+    files = reader_for(schema.format, schema.source).files(Path(input_path))
+    return files + [side_file(j, Path(input_path)) for j in schema.joins]
 
 
 def read_chunks(schema: Schema, input_path: str | Path, chunk_rows: int = 1_000_000,
@@ -35,8 +39,15 @@ def read_chunks(schema: Schema, input_path: str | Path, chunk_rows: int = 1_000_
         raise SchemaError(f"chunk_rows must be >= 1, got {chunk_rows}")
     reader = reader_for(schema.format, schema.source).read
     stats = stats if stats is not None else ReadStats()
+    sides = load_side_tables(schema.joins, Path(input_path),
+                             column_roles(schema, joined=True).numeric) if schema.joins else []
     for df in reader(schema, Path(input_path), chunk_rows, on_bad_row, stats):
         if len(df):
+            for side in sides:
+                df, unmatched = side.apply(df)
+                if unmatched:
+                    stats.unmatched[side.join.path] = (stats.unmatched.get(side.join.path, 0)
+                                                       + unmatched)
             stats.rows += len(df)
             yield df
     if stats.skipped:

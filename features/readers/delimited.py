@@ -26,11 +26,13 @@ LINE_COLUMN = "_line"
 
 @dataclass
 class ReadStats:
-    """Counts what a reader skipped, so nothing is dropped silently; filled while iterating."""
+    """Counts what a reader skipped, so nothing is dropped silently, and the rows each join
+    (by side table path) found no match for; filled while iterating."""
 
     rows: int = 0
     skipped: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    unmatched: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped += n

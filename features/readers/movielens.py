@@ -76,7 +76,7 @@ def read_users(path: Path) -> pd.DataFrame:
     return users.set_index("user_id")
 
 
-def _items(path: Path) -> pd.DataFrame:
+def read_items(path: Path) -> pd.DataFrame:
     genre_table = pd.read_csv(path / "u.genre", sep="|", header=None, dtype=str,
                               keep_default_na=False, encoding="latin-1").dropna()
     genre_names = genre_table[0].tolist()
@@ -105,7 +105,7 @@ def read_movielens(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
     """Chunks of ratings with user and item columns attached; ids stay strings."""
     files = movielens_files(path)
     require_columns(schema, MOVIELENS_COLUMNS, path)
-    users, items = read_users(path), _items(path)
+    users, items = read_users(path), read_items(path)
     roles = column_roles(schema)
     extra_numeric = tuple(c for c in roles.numeric if c not in ("rating", "timestamp"))
     for df, lines in read_delimited(files[0], RATING_COLUMNS, delimiter="\t", header=False,

@@ -8,18 +8,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plexrec.features.encode import as_strings
 from plexrec.features.errors import DataError
 from plexrec.features.reader_registry import Reader
 from plexrec.features.readers.delimited import (
     LINE_COLUMN,
     ReadStats,
     header_names,
-    read_delimited,
     validate_numeric,
 )
+from plexrec.features.readers.quoted_csv import read_quoted_csv
 from plexrec.features.readers.roles import column_roles, require_columns
 from plexrec.features.schema import Schema, has_header
+from plexrec.features.strings import as_strings
 
 
 def tabular_files(path: Path, suffix: str) -> list[Path]:
@@ -36,8 +36,8 @@ def tabular_files(path: Path, suffix: str) -> list[Path]:
 
 def read_csv(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
              stats: ReadStats) -> Iterator[pd.DataFrame]:
-    """Plain delimiter-separated text (no quoting); column names from `columns` or the first
-    file's header. Under `header = "every_file"` each later file must repeat that header and under
+    """Delimiter-separated text with RFC 4180 quoting (readers/quoted_csv.py); column names
+    from `columns` or the first file's header. Under `header = "every_file"` each later file must repeat that header and under
     "first_file" none may, so a header row is never read as data nor a data row dropped."""
     roles = column_roles(schema)
     files = tabular_files(path, ".csv")
@@ -53,10 +53,10 @@ def read_csv(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
         if index and schema.header != "none":
             _check_header(file, names, header, schema)
         require_columns(schema, names, file)
-        for df, lines in read_delimited(file, names, delimiter=schema.delimiter,
-                                        header=header, usecols=roles.all,
-                                        string_cols=roles.strings, chunk_rows=chunk_rows,
-                                        on_bad_row=on_bad_row, stats=stats):
+        for df, lines in read_quoted_csv(file, names, delimiter=schema.delimiter,
+                                         header=header, usecols=roles.all,
+                                         chunk_rows=chunk_rows, on_bad_row=on_bad_row,
+                                         stats=stats, numeric=roles.numeric):
             df, lines = validate_numeric(df, lines, roles.numeric, roles.required, file,
                                          on_bad_row, stats)
             df[LINE_COLUMN] = lines

@@ -23,7 +23,7 @@ def test_prepare_prints_summary_and_reuses(tmp_path: Path, criteo_10k: Path,
     captured = capsys.readouterr()
     err = captured.err
     assert "built in" in err and "rows: 10,000" in err and "skipped rows: 0" in err
-    assert f"label rate: {rate:.4f}" in err and "C1 " in err and "cardinality" in err
+    assert f"label rate: {rate:.4f}" in err and "C1 " in err and "distinct values" in err
     result = json.loads(captured.out.strip().splitlines()[-1])
     assert result["rows"] == 10_000 and result["reused"] is False
     assert result["label_rate"] == pytest.approx(rate) and len(result["cardinality"]) == 26

@@ -103,6 +103,6 @@ def test_unknown_keys_are_named(table: str) -> None:
     raw: dict[str, Any] = {"dataset": {"name": "x", "format": "csv"}, "label": {"column": "y"},
                            "features": [{"name": "a", "kind": "dense"}]}
     target = raw if table == "top" else raw[table]
-    target["join"] = {"path": "movies.csv"}
-    with pytest.raises(SchemaError, match="s.toml.*unknown key\\(s\\) 'join' \\(known: "):
+    target["joins"] = [{"path": "movies.csv"}]
+    with pytest.raises(SchemaError, match="s.toml.*unknown key\\(s\\) 'joins' \\(known: "):
         parse_schema(raw, "s.toml")

@@ -61,7 +61,7 @@ def test_ctr_single_process_run_keeps_last_checkpoints(synth: tuple[Path, Path],
     from plexrec.training.config import parse_config
     from plexrec.training.launch import LaunchOptions, run_train
     from plexrec.training.tasks.ctr import CtrTask
-    from plexrec.training.trainer import RunSpec
+    from plexrec.training.trainer import RunSpec, training_view
 
     run_dir = tmp_path / "run"
     result = run_train(LaunchOptions(
@@ -78,8 +78,9 @@ def test_ctr_single_process_run_keeps_last_checkpoints(synth: tuple[Path, Path],
 
     spec = RunSpec.load(run_dir / "spec.json")
     cfg = parse_config(spec.config, spec.source)
-    data = PreparedData.open(synth[1])
-    fresh = CtrTask().configure(cfg, data).build(cfg, data, "cpu").module
+    task = CtrTask().configure(cfg, PreparedData.open(synth[1]))
+    data, _ = training_view(cfg, task, PreparedData.open(synth[1]))
+    fresh = task.build(cfg, data, "cpu").module
     key = next(k for k in fresh.state_dict() if k.startswith("layout.ebc."))
     before = fresh.state_dict()[key].clone()
     load_unsharded(run_dir / "checkpoints" / "step-12", fresh)

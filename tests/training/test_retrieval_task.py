@@ -38,7 +38,7 @@ def test_two_tower_trains_under_the_trainer_and_beats_chance(ml, tmp_path):
     assert trained.checkpoint == trained.run_dir / "checkpoints" / "best" / \
         f"step-{result['best_step']}"
     split = make_split(ml, holdout=5, val_holdout=5)
-    metrics = evaluate_two_tower(parts.model, ml, split, ks=(10, 100))
+    metrics = evaluate_two_tower(parts.model, trained.data, split, ks=(10, 100))
     assert metrics["users"] == len(split.test_pos) > 900
     assert 0 <= metrics["recall@10"] <= metrics["recall@100"] <= 1
     # The run's own test figures are these, from the same checkpoint and split.

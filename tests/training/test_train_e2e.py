@@ -49,6 +49,7 @@ def test_two_process_run_learns_and_logs_to_mlflow(criteo_10k: Path, tmp_path: P
     assert set(result) >= {"run_id", "test_auc", "test_logloss", "embedding_params",
                            "embedding_bytes", "train_examples_per_sec"}
     assert result["world_size"] == 2
+    assert sum(result["unseen_values"]["test"].values()) > 0
     assert result["best_val_auc"] > per_input(criteo_10k, real=0.70, synthetic=SYNTH_VAL_AUC)
     assert result["test_auc"] > per_input(criteo_10k, real=0.66, synthetic=SYNTH_TEST_AUC)
     assert 0.3 < result["test_logloss"] < 0.6
@@ -72,7 +73,9 @@ def test_two_process_run_learns_and_logs_to_mlflow(criteo_10k: Path, tmp_path: P
     assert run.data.params["data.batch_size"] == "128"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.toml", "sharding_plan.json", "sharding_plan.txt", "learning_curve.png",
-            "embedding_tables.csv", "embedding_tables.json"} <= artifacts
+            "embedding_tables.csv", "embedding_tables.json", "vocab"} <= artifacts
+    vocabs = {a.path for a in client.list_artifacts(run.info.run_id, "vocab")}
+    assert "vocab/C1.parquet" in vocabs and len(vocabs) == 26
     plan = json.loads(Path(client.download_artifacts(
         run.info.run_id, "sharding_plan.json", str(tmp_path))).read_text())
     ranks = {r for tables in plan.values() for t in tables.values() for r in t["ranks"]}
@@ -85,8 +88,15 @@ def test_two_process_run_learns_and_logs_to_mlflow(criteo_10k: Path, tmp_path: P
     model = mlflow.pytorch.load_model(f"models:/test-criteo-dlrm/{versions[0].version}")
     from plexrec.features.batching import BatchLoader
     from plexrec.features.cache import PreparedData
+    from plexrec.training.config import parse_config
+    from plexrec.training.tasks import task_for
+    from plexrec.training.trainer import RunSpec, training_view
 
-    batch = next(iter(BatchLoader(PreparedData.open(tmp_path / "prepared"), None, 8)))
+    spec = RunSpec.load(Path(result["run_dir"]) / "spec.json")
+    cfg = parse_config(spec.config, spec.source)
+    cache = PreparedData.open(tmp_path / "prepared")
+    view, _ = training_view(cfg, task_for(cfg, cache), cache)
+    batch = next(iter(BatchLoader(view, None, 8)))
     logits = model(batch.dense_features, batch.sparse_features)
     assert logits.shape == (8,)
 

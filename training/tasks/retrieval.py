@@ -113,6 +113,12 @@ class RetrievalTask:
         self.user_key, self.item_key = key_names(data)
         return self
 
+    @property
+    def catalogue(self) -> tuple[str, ...]:
+        """Features that keep every id of the cache: the user and item keys (see
+        features/training_view.py)."""
+        return (self.user_key, self.item_key)
+
     def _cfg(self) -> RetrievalConfig:
         if self.config is None:
             raise ConfigError("RetrievalTask used before configure(cfg, data)")

@@ -1,0 +1,148 @@
+"""Data preparation throughput: the CSV parser with quoting against the reader it replaced, and
+`plexrec data prepare` on synthetic Criteo rows.
+
+1. CSV: a synthetic interactions CSV (configs/synthetic_interactions.toml) read end to end by
+   the quoting parser (features/readers/quoted_csv.py, pyarrow) and by the previous unquoted
+   numpy/pandas reader (features/readers/delimited.py `read_delimited`), then prepared into a
+   cache with each; both caches must be identical.
+2. Criteo: `prepare` of N synthetic Criteo rows (10M by default) with one worker, the figure
+   parallel preparation is measured against.
+Medians of --repeats runs, rows/s.
+
+    python -m bench.bench_prepare [--csv-rows 2000000] [--criteo-rows 10000000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plexrec.features.cache import PreparedData
+from plexrec.features.prepare import prepare
+from plexrec.features.readers import ReadStats, read_chunks, tabular
+from plexrec.features.readers.delimited import read_delimited
+from plexrec.features.schema import Schema, load_schema
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "prepare.json"
+
+
+@contextmanager
+def csv_reader(kind: str, schema: Schema) -> Iterator[None]:
+    """Swaps the csv format's parser for the previous, unquoted one while measuring it."""
+    from plexrec.features.readers.roles import column_roles
+
+    strings = column_roles(schema).strings
+
+    def previous(path: Path, names: Any, *, delimiter: str, header: bool, usecols: Any,
+                 chunk_rows: int, on_bad_row: str, stats: ReadStats,
+                 numeric: Any = ()) -> Iterator[Any]:
+        return read_delimited(path, names, delimiter=delimiter, header=header, usecols=usecols,
+                              string_cols=strings, chunk_rows=chunk_rows,
+                              on_bad_row=on_bad_row, stats=stats)
+
+    original = tabular.read_quoted_csv
+    if kind == "previous":
+        tabular.read_quoted_csv = previous  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        tabular.read_quoted_csv = original
+
+
+def _median_rate(rows: int, fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        rates.append(rows / (time.perf_counter() - start))
+    return statistics.median(rates), rates
+
+
+def _read_all(schema: Schema, path: Path) -> int:
+    return sum(len(df) for df in read_chunks(schema, path, 200_000))
+
+
+def _same_cache(a: Path, b: Path) -> bool:
+    da, db = PreparedData.open(a), PreparedData.open(b)
+    if not np.array_equal(da.labels, db.labels) or not np.array_equal(da.dense, db.dense):
+        return False
+    return all(np.array_equal(da.values(n), db.values(n)) and da.vocab(n) == db.vocab(n)
+               for n in da.sparse_names)
+
+
+def bench_csv(work: Path, rows: int, repeats: int) -> dict[str, Any]:
+    from plexrec.features.synth import write_interactions
+
+    write_interactions(work / "csv", rows, seed=0, progress=False)
+    path = work / "csv" / "interactions.csv"
+    schema = load_schema(REPO / "configs" / "synthetic_interactions.toml")
+    out: dict[str, Any] = {"rows": rows, "bytes": path.stat().st_size}
+    for kind in ("quoting", "previous"):
+        with csv_reader(kind, schema):
+            _read_all(schema, path)
+            read_rate, reads = _median_rate(rows, lambda: _read_all(schema, path), repeats)
+            prep_rate, preps = _median_rate(
+                rows, lambda k=kind: prepare(schema, path, work / f"cache-{k}", progress=False,
+                                             force=True), repeats)
+        out[kind] = {"read_rows_per_sec": read_rate, "prepare_rows_per_sec": prep_rate,
+                     "all_read": reads, "all_prepare": preps}
+    out["identical_caches"] = _same_cache(work / "cache-quoting", work / "cache-previous")
+    out["read_ratio"] = out["quoting"]["read_rows_per_sec"] / out["previous"]["read_rows_per_sec"]
+    out["prepare_ratio"] = (out["quoting"]["prepare_rows_per_sec"]
+                            / out["previous"]["prepare_rows_per_sec"])
+    return out
+
+
+def bench_criteo(work: Path, rows: int, repeats: int) -> dict[str, Any]:
+    from plexrec.features.synth import write_criteo
+
+    raw = work / "criteo.tsv"
+    write_criteo(raw, rows, seed=0, progress=False)
+    schema = load_schema(REPO / "configs" / "criteo.toml")
+    rate, rates = _median_rate(
+        rows, lambda: prepare(schema, raw, work / "criteo-cache", progress=False, force=True),
+        repeats)
+    return {"rows": rows, "bytes": raw.stat().st_size, "workers_1_rows_per_sec": rate,
+            "all_workers_1": rates}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv-rows", type=int, default=2_000_000)
+    parser.add_argument("--criteo-rows", type=int, default=10_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="100k CSV and 200k Criteo rows")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.quick:
+        args.csv_rows, args.criteo_rows = 100_000, 200_000
+    with tempfile.TemporaryDirectory(prefix="bench_prepare_") as tmp:
+        csv = bench_csv(Path(tmp), args.csv_rows, args.repeats)
+        print(f"CSV {csv['rows']:,} rows: read {csv['quoting']['read_rows_per_sec']:,.0f} rows/s "
+              f"with quoting vs {csv['previous']['read_rows_per_sec']:,.0f} before "
+              f"({csv['read_ratio']:.2f}x); prepare {csv['quoting']['prepare_rows_per_sec']:,.0f}"
+              f" vs {csv['previous']['prepare_rows_per_sec']:,.0f} ({csv['prepare_ratio']:.2f}x);"
+              f" identical caches: {csv['identical_caches']}")
+        criteo = bench_criteo(Path(tmp), args.criteo_rows, args.repeats)
+        print(f"Criteo {criteo['rows']:,} rows: prepare {criteo['workers_1_rows_per_sec']:,.0f} "
+              "rows/s with one worker")
+    result = {"benchmark": "prepare", "csv": csv, "criteo": criteo, "repeats": args.repeats,
+              "machine": platform.processor() or platform.machine(), "quick": args.quick}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
