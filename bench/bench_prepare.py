@@ -5,8 +5,8 @@
    the quoting parser (features/readers/quoted_csv.py, pyarrow) and by the previous unquoted
    numpy/pandas reader (features/readers/delimited.py `read_delimited`), then prepared into a
    cache with each; both caches must be identical.
-2. Criteo: `prepare` of N synthetic Criteo rows (10M by default) with one worker, the figure
-   parallel preparation is measured against.
+2. Criteo: `prepare` of N synthetic Criteo rows (10M by default) with one worker and with two
+   (`--workers 2`: byte-range shards in two processes); the caches must be byte-identical.
 Medians of --repeats runs, rows/s.
 
     python -m bench.bench_prepare [--csv-rows 2000000] [--criteo-rows 10000000] [--quick]
@@ -110,11 +110,30 @@ def bench_criteo(work: Path, rows: int, repeats: int) -> dict[str, Any]:
     raw = work / "criteo.tsv"
     write_criteo(raw, rows, seed=0, progress=False)
     schema = load_schema(REPO / "configs" / "criteo.toml")
-    rate, rates = _median_rate(
-        rows, lambda: prepare(schema, raw, work / "criteo-cache", progress=False, force=True),
-        repeats)
-    return {"rows": rows, "bytes": raw.stat().st_size, "workers_1_rows_per_sec": rate,
-            "all_workers_1": rates}
+    out: dict[str, Any] = {"rows": rows, "bytes": raw.stat().st_size}
+    for workers in (1, 2):
+        rate, rates = _median_rate(
+            rows, lambda w=workers: prepare(schema, raw, work / f"criteo-{w}", progress=False,
+                                            force=True, workers=w), repeats)
+        out[f"workers_{workers}_rows_per_sec"] = rate
+        out[f"all_workers_{workers}"] = rates
+    out["speedup_2_workers"] = out["workers_2_rows_per_sec"] / out["workers_1_rows_per_sec"]
+    out["identical_caches"] = _same_bytes(work / "criteo-1", work / "criteo-2")
+    return out
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    """Every file of the two caches byte for byte, meta.json without its creation time."""
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and p.name != "meta.json"}
+
+    def meta(root: Path) -> dict[str, Any]:
+        m = json.loads((root / "meta.json").read_text())
+        m.pop("created_at")
+        return m
+
+    return files(a) == files(b) and meta(a) == meta(b)
 
 
 def main() -> None:
@@ -136,7 +155,8 @@ def main() -> None:
               f" identical caches: {csv['identical_caches']}")
         criteo = bench_criteo(Path(tmp), args.criteo_rows, args.repeats)
         print(f"Criteo {criteo['rows']:,} rows: prepare {criteo['workers_1_rows_per_sec']:,.0f} "
-              "rows/s with one worker")
+              f"rows/s with one worker, {criteo['workers_2_rows_per_sec']:,.0f} with two "
+              f"({criteo['speedup_2_workers']:.2f}x); identical: {criteo['identical_caches']}")
     result = {"benchmark": "prepare", "csv": csv, "criteo": criteo, "repeats": args.repeats,
               "machine": platform.processor() or platform.machine(), "quick": args.quick}
     args.out.parent.mkdir(parents=True, exist_ok=True)

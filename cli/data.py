@@ -26,7 +26,8 @@ def _prepare(args: argparse.Namespace) -> int:
     inputs = Inputs(Path(args.input), Path(args.valid) if args.valid else None,
                     Path(args.test) if args.test else None, args.split_column)
     result = prepare(schema, inputs, args.out, on_bad_row=args.on_bad_row,
-                     chunk_rows=args.chunk_rows, progress=not args.quiet, force=args.force)
+                     chunk_rows=args.chunk_rows, progress=not args.quiet, force=args.force,
+                     workers=args.workers)
     vocab = {f.name for f in schema.sparse if f.uses_vocabulary}
     state = "reused existing cache" if result.reused else f"built in {result.seconds:.1f}s"
     lines = [f"prepared {result.out_dir}: {state}",
@@ -137,6 +138,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop at the first bad row (default) or count and skip bad rows")
     p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
                    help="rows per chunk in memory (bounds peak memory)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes reading shards of the input (criteo format; default: 1)")
     p.add_argument("--force", action="store_true", help="rebuild even if the cache is current")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_prepare)

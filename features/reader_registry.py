@@ -27,11 +27,14 @@ READERS: dict[str, str] = {
 @dataclass(frozen=True)
 class Reader:
     """`read(schema, path, chunk_rows, on_bad_row, stats)` yields DataFrames with a `_line`
-    column and `attrs["path"]`; `files(path)` lists the files it reads, in order."""
+    column and `attrs["path"]`; `files(path)` lists the files it reads, in order. A reader with
+    `ranges` also takes `byte_range=(start, end)` (line starts of one file), which lets
+    preparation shard a file over processes."""
 
     read: Callable[..., Iterator[pd.DataFrame]]
     files: Callable[[Path], list[Path]]
     description: str
+    ranges: bool = False
 
 
 def reader_for(fmt: str, source: str = "schema") -> Reader:

@@ -36,6 +36,7 @@ with warnings.catch_warnings():
         features: list[str] = []
         on_bad_row: str = "error"
         cache_dir: str = ""
+        prepare_workers: int = 1
 
 
 class ModelConfig(Section):
@@ -128,6 +129,8 @@ def check_values(cfg: RunConfig) -> None:
     if len(d.split) != 3 or any(f < 0 for f in d.split) or abs(sum(d.split) - 1.0) > 1e-6:
         raise bad("data", "split", f"must be three non-negative fractions summing to 1, "
                   f"got {d.split}")
+    if d.prepare_workers < 1:
+        raise bad("data", "prepare_workers", f"must be >= 1, got {d.prepare_workers}")
     if d.on_bad_row not in ("error", "skip"):
         raise bad("data", "on_bad_row", f"must be error or skip, got {d.on_bad_row!r}")
     o = cfg.optim

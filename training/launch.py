@@ -141,7 +141,7 @@ def prepare_data(cfg: RunConfig, config_path: Path, quiet: bool) -> Path:
     cache = (Path(cfg.data.cache_dir) if cfg.data.cache_dir
              else default_cache_dir(cfg, inputs.identity(), schema.name))
     result = prepare(schema, inputs, cache, on_bad_row=cfg.data.on_bad_row,
-                     progress=not quiet)
+                     progress=not quiet, workers=cfg.data.prepare_workers)
     log.info("prepared data: %s (%d rows%s)", result.out_dir, result.num_rows,
              ", reused" if result.reused else "")
     for file, rows in result.rows_by_file.items():

@@ -30,18 +30,22 @@ def input_files(schema: Schema, input_path: str | Path) -> list[Path]:
 
 
 def read_chunks(schema: Schema, input_path: str | Path, chunk_rows: int = 1_000_000,
-                on_bad_row: str = "error",
-                stats: ReadStats | None = None) -> Iterator[pd.DataFrame]:
+                on_bad_row: str = "error", stats: ReadStats | None = None,
+                byte_range: tuple[int, int] | None = None) -> Iterator[pd.DataFrame]:
     """Chunks of at most `chunk_rows` rows. Bad rows raise DataError (file, line, field) or,
-    with on_bad_row="skip", are counted in `stats` (and logged at the end)."""
+    with on_bad_row="skip", are counted in `stats` (and logged at the end). `byte_range` reads
+    only those bytes of a single input file (readers with `ranges`)."""
     check_policy(on_bad_row)
     if chunk_rows < 1:
         raise SchemaError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    reader = reader_for(schema.format, schema.source).read
+    registered = reader_for(schema.format, schema.source)
+    if byte_range is not None and not registered.ranges:
+        raise SchemaError(f"{schema.source}: format {schema.format!r} cannot read byte ranges")
+    extra = {} if byte_range is None else {"byte_range": byte_range}
     stats = stats if stats is not None else ReadStats()
     sides = load_side_tables(schema.joins, Path(input_path),
                              column_roles(schema, joined=True).numeric) if schema.joins else []
-    for df in reader(schema, Path(input_path), chunk_rows, on_bad_row, stats):
+    for df in registered.read(schema, Path(input_path), chunk_rows, on_bad_row, stats, **extra):
         if len(df):
             for side in sides:
                 df, unmatched = side.apply(df)

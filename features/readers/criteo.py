@@ -24,9 +24,11 @@ CRITEO_COLUMNS = (("label",) + tuple(f"I{i}" for i in range(1, 14))
 
 
 def read_criteo(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
-                stats: ReadStats) -> Iterator[pd.DataFrame]:
+                stats: ReadStats, byte_range: tuple[int, int] | None = None
+                ) -> Iterator[pd.DataFrame]:
     """Chunks of the columns the schema uses; dense and label columns as float64 (empty = NaN),
-    categorical columns as strings. `schema.columns` may rename the 40 columns."""
+    categorical columns as strings. `schema.columns` may rename the 40 columns. `byte_range`
+    reads only bytes [start, end) (line starts); lines then count from its start."""
     names = tuple(schema.columns) or CRITEO_COLUMNS
     if len(names) != len(CRITEO_COLUMNS):
         raise DataError(f"{schema.source}: a criteo schema lists 40 columns, got {len(names)}")
@@ -34,9 +36,10 @@ def read_criteo(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
         raise DataError("criteo input is not a file", path=str(path))
     roles = column_roles(schema)
     require_columns(schema, names, path)
-    for df, lines in read_delimited(path, names, delimiter=schema.delimiter, header=has_header(schema, 0),
-                                    usecols=roles.all, string_cols=roles.strings,
-                                    chunk_rows=chunk_rows, on_bad_row=on_bad_row, stats=stats):
+    for df, lines in read_delimited(path, names, delimiter=schema.delimiter,
+                                    header=has_header(schema, 0), usecols=roles.all,
+                                    string_cols=roles.strings, chunk_rows=chunk_rows,
+                                    on_bad_row=on_bad_row, stats=stats, byte_range=byte_range):
         df, lines = validate_numeric(df, lines, roles.numeric, roles.required, path, on_bad_row,
                                      stats)
         df[LINE_COLUMN] = lines
@@ -45,4 +48,4 @@ def read_criteo(schema: Schema, path: Path, chunk_rows: int, on_bad_row: str,
 
 
 READER = Reader(read=read_criteo, files=lambda path: tabular_files(path, ""),
-                description="Criteo Kaggle TSV: label, I1-I13, C1-C26, no header")
+                description="Criteo Kaggle TSV: label, I1-I13, C1-C26, no header", ranges=True)

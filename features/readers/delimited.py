@@ -45,12 +45,27 @@ def check_policy(on_bad_row: str) -> None:
                         f"got {on_bad_row!r}")
 
 
-def _blocks(path: Path, block_bytes: int) -> Iterator[bytes]:
-    """Blocks of whole lines (each ends with a newline)."""
-    carry = b""
+def count_lines(path: Path, end: int) -> int:
+    """Newlines in bytes [0, end) of a file: the line number a byte range starts after."""
+    count = 0
     with open(path, "rb") as f:
+        while end > 0 and (block := f.read(min(1 << 24, end))):
+            count += block.count(b"\n")
+            end -= len(block)
+    return count
+
+
+def _blocks(path: Path, block_bytes: int, start: int = 0, end: int | None = None
+            ) -> Iterator[bytes]:
+    """Blocks of whole lines (each ends with a newline) of bytes [start, end)."""
+    carry = b""
+    left = -1 if end is None else end - start
+    with open(path, "rb") as f:
+        f.seek(start)
         while True:
-            block = f.read(block_bytes)
+            block = f.read(block_bytes if left < 0 else min(block_bytes, left))
+            if left >= 0:
+                left -= len(block)
             if not block:
                 if carry:
                     yield carry if carry.endswith(b"\n") else carry + b"\n"
@@ -109,12 +124,15 @@ def validate_numeric(df: pd.DataFrame, lines: np.ndarray, numeric: Sequence[str]
 
 def read_delimited(path: Path, names: Sequence[str], *, delimiter: str, header: bool,
                    usecols: Sequence[str], string_cols: Sequence[str], chunk_rows: int,
-                   on_bad_row: str, stats: ReadStats,
-                   encoding: str = "utf-8") -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+                   on_bad_row: str, stats: ReadStats, encoding: str = "utf-8",
+                   byte_range: tuple[int, int] | None = None
+                   ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     """Yields (DataFrame of `usecols`, 1-based file line of each row), at most chunk_rows rows.
 
     Every line must have exactly len(names) fields; blank lines are not rows and are ignored.
-    Columns in `string_cols` stay strings (missing = NaN); the rest are parsed by pandas."""
+    Columns in `string_cols` stay strings (missing = NaN); the rest are parsed by pandas.
+    `byte_range` (start, end at line starts) reads only those bytes; its line numbers count
+    from the range's start (the caller adds the lines before it when it reports one)."""
     check_policy(on_bad_row)
     if len(delimiter) != 1:
         raise DataError(f"delimiter must be one character, got {delimiter!r}", path=str(path))
@@ -122,8 +140,10 @@ def read_delimited(path: Path, names: Sequence[str], *, delimiter: str, header: 
     delim = ord(delimiter)
     block_bytes = int(min(max(chunk_rows * 256, 1 << 20), 1 << 28))
     dtypes = {c: str for c in string_cols if c in usecols}
+    start, end = byte_range if byte_range is not None else (0, None)
+    header = header and start == 0
     line_base = 0
-    for data in _blocks(path, block_bytes):
+    for data in _blocks(path, block_bytes, start, end):
         arr = np.frombuffer(data, dtype=np.uint8)
         ends = np.flatnonzero(arr == 10)
         starts = np.empty_like(ends)

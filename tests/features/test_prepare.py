@@ -54,7 +54,7 @@ def test_cache_keeps_every_value_in_frequency_order(criteo_cache: PreparedData,
 
 
 def test_chunking_does_not_change_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("plexrec.features.prepare._ChunkVocab._MIN_FOLD", 1)
+    monkeypatch.setattr("plexrec.features.cache_writer.ChunkVocab._MIN_FOLD", 1)
     schema = small_criteo_schema(min_count=2)
     lines = [criteo_line(label=i % 2, cats=[f"{(i * 7 + j) % (j + 3):x}" for j in range(26)])
              for i in range(50)]
