@@ -21,11 +21,14 @@ from torchrec import KeyedJaggedTensor
 from plexrec.features.errors import ConfigError
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0
+        ) -> nn.Sequential:
     layers: list[nn.Module] = []
     width = in_dim
     for h in hidden:
         layers += [nn.Linear(width, h), nn.ReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
         width = h
     layers.append(nn.Linear(width, out_dim))
     return nn.Sequential(*layers)
@@ -38,7 +41,8 @@ class Tower(nn.Module):
         dense_index: torch.Tensor
 
     def __init__(self, embeddings: nn.Module, feature_names: Sequence[str], embedding_dim: int,
-                 dense_index: Sequence[int], hidden: Sequence[int], dim: int) -> None:
+                 dense_index: Sequence[int], hidden: Sequence[int], dim: int,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         if not feature_names and not dense_index:
             raise ConfigError("two-tower: a tower has neither sparse nor dense features")
@@ -49,7 +53,8 @@ class Tower(nn.Module):
                              persistent=False)
         self.num_dense = len(dense_index)
         self.dim = dim
-        self.mlp = mlp(len(self.feature_names) * embedding_dim + self.num_dense, hidden, dim)
+        self.mlp = mlp(len(self.feature_names) * embedding_dim + self.num_dense, hidden, dim,
+                       dropout)
 
     def head(self, pooled: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """MLP + normalisation on [B, n_sparse * emb_dim] pooled and [B, n_dense] side columns;

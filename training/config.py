@@ -46,12 +46,14 @@ class ModelConfig(Section):
     cross_layers: int = 3
     cross_rank: int = 16
     deep_mlp: list[int] = [128, 64]
+    dropout: float = 0.0
 
 
 class OptimConfig(Section):
     embedding_optimizer: str = "rowwise_adagrad"
     embedding_lr: float = 0.05
     embedding_eps: float = 1e-8
+    embedding_l2: float = 0.0
     dense_optimizer: str = "adam"
     dense_lr: float = 1e-3
     weight_decay: float = 0.0
@@ -133,6 +135,8 @@ def check_values(cfg: RunConfig) -> None:
         raise bad("data", "prepare_workers", f"must be >= 1, got {d.prepare_workers}")
     if d.on_bad_row not in ("error", "skip"):
         raise bad("data", "on_bad_row", f"must be error or skip, got {d.on_bad_row!r}")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise bad("model", "dropout", f"must be in [0, 1), got {cfg.model.dropout}")
     o = cfg.optim
     if o.decay not in DECAYS:
         raise bad("optim", "decay", f"{o.decay!r} is not one of {', '.join(DECAYS)}")
@@ -142,6 +146,8 @@ def check_values(cfg: RunConfig) -> None:
     if o.embedding_optimizer not in EMBEDDING_OPTIMIZERS:
         raise bad("optim", "embedding_optimizer", f"{o.embedding_optimizer!r} is not one of "
                   f"{', '.join(EMBEDDING_OPTIMIZERS)}")
+    if o.embedding_l2 < 0 or o.weight_decay < 0:
+        raise bad("optim", "embedding_l2/weight_decay", "must be >= 0")
     if o.embedding_lr <= 0 or o.dense_lr <= 0:
         raise bad("optim", "lr", "learning rates must be > 0")
     t = cfg.train

@@ -42,6 +42,7 @@ class RetrievalConfig(Section):
 
     dim: int = Field(64, ge=1)
     hidden: PositiveInts = (128,)
+    dropout: float = Field(0.0, ge=0, lt=1)
     temperature: float = Field(0.05, gt=0)
     log_q: bool = True
     lr: float = Field(0.005, gt=0)
@@ -153,9 +154,9 @@ def build_two_tower(data: Any, layout: LayoutConfig, config: RetrievalConfig,
     user_layout = build_layout(specs_from_prepared(data, user_sparse), user_cfg)
     item_layout = build_layout(specs_from_prepared(data, item_sparse), item_cfg)
     user = Tower(user_layout.module(device), user_layout.feature_names, user_layout.dim,
-                 user_dense, config.hidden, config.dim)
+                 user_dense, config.hidden, config.dim, config.dropout)
     item = Tower(item_layout.module(device), item_layout.feature_names, item_layout.dim,
-                 item_dense, config.hidden, config.dim)
+                 item_dense, config.hidden, config.dim, config.dropout)
     return TwoTowerParts(TwoTower(user, item, config.temperature), user_layout, item_layout,
                          user_sparse, user_dense, item_sparse, item_dense)
 

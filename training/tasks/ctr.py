@@ -59,7 +59,8 @@ class CtrTask:
     def build(self, cfg: RunConfig, data: Any, device: str | torch.device) -> BuiltModel:
         layout = self.layout(cfg, data)
         module = build_ranking_model(cfg.model.kind, layout.module(device), layout.feature_names,
-                                     layout.dim, len(data.dense_names), cfg.model)
+                                     layout.dim, len(data.dense_names), cfg.model,
+                                     cfg.optim.embedding_l2)
         return BuiltModel(module=module, report=list(layout.report()),
                           embedding_params=int(layout.total_params),
                           embedding_bytes=int(layout.total_bytes),

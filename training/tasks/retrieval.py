@@ -50,6 +50,7 @@ def retrieval_config(cfg: Any) -> RetrievalConfig:
         raise ConfigError(f"{cfg.source} [model] deep_mlp: the two-tower model needs at least "
                           "the output width")
     values = {**RETRIEVAL_DEFAULTS, **table, "dim": mlp_widths[-1], "hidden": mlp_widths[:-1],
+              "dropout": cfg.model.dropout,
               "lr": cfg.optim.dense_lr, "weight_decay": cfg.optim.weight_decay,
               "batch_size": cfg.data.batch_size, "epochs": cfg.train.epochs,
               "max_steps": cfg.train.max_steps, "seed": cfg.train.seed}
