@@ -6,8 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("bench.bench_batching", "bench.bench_publish", "bench.bench_serving",
-              "bench.bench_training", "bench.bench_retrieval_quality", "bench.bench_layouts")
+BENCHMARKS = ("bench.bench_batching", "bench.bench_prepare", "bench.bench_publish",
+              "bench.bench_serving", "bench.bench_training", "bench.bench_retrieval_quality",
+              "bench.bench_ctr_peers", "bench.bench_layouts")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,7 +75,7 @@ def test_two_process_run_learns_and_logs_to_mlflow(criteo_10k: Path, tmp_path: P
     assert {"config.toml", "sharding_plan.json", "sharding_plan.txt", "learning_curve.png",
             "embedding_tables.csv", "embedding_tables.json", "vocab"} <= artifacts
     vocabs = {a.path for a in client.list_artifacts(run.info.run_id, "vocab")}
-    assert "vocab/C1.parquet" in vocabs and len(vocabs) == 26
+    assert "vocab/C1.parquet" in vocabs and len(vocabs) == 26 + 13  # ids and count buckets
     plan = json.loads(Path(client.download_artifacts(
         run.info.run_id, "sharding_plan.json", str(tmp_path))).read_text())
     ranks = {r for tables in plan.values() for t in tables.values() for r in t["ranks"]}
