@@ -9,7 +9,8 @@ chosen on validation; test AUC and log loss are means over 3 seeds.
   log-square buckets of the counts, C chosen on validation;
 - LightGBM on the counts and the ids as categories (vocabulary of the training rows), leaves
   chosen on validation, early stopping on validation;
-- plexrec DLRM and DCN-v2 with the shipped configs (configs/criteo_dlrm.toml, criteo_dcn.toml:
+- plexrec DLRM, DCN-v2 and AutoInt with the shipped configs (configs/criteo_dlrm.toml,
+  criteo_dcn.toml, criteo_autoint.toml:
   log-square count buckets as ids, embedding_lr chosen on validation), evaluated on the test
   file through `data.test_path` from the best validation checkpoint; and the same models with
   the previous defaults (raw counts only, embedding_lr 0.01).
@@ -188,6 +189,7 @@ def main() -> None:
         entries = [logistic_regression(paths, seeds), lightgbm(paths, seeds),
                    plexrec_model("criteo_dlrm.toml", paths, seeds, work, extra),
                    plexrec_model("criteo_dcn.toml", paths, seeds, work, extra),
+                   plexrec_model("criteo_autoint.toml", paths, seeds, work, extra),
                    plexrec_model("criteo_dlrm.toml", paths, seeds, work, [*extra, *previous]),
                    plexrec_model("criteo_dcn.toml", paths, seeds, work, [*extra, *previous])]
     for e in entries:

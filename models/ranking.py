@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from plexrec.features.errors import ConfigError
+from plexrec.models.autoint import AutoInt
 from plexrec.models.dcn import DCNv2
 from plexrec.models.dlrm import DLRM
 
@@ -18,6 +19,9 @@ RANKING_MODELS: dict[str, Callable[..., nn.Module]] = {
     "dcn": lambda layout, names, dim, num_dense, cfg, l2: DCNv2(
         layout, names, dim, num_dense, cfg.cross_layers, cfg.cross_rank, list(cfg.deep_mlp),
         getattr(cfg, "dropout", 0.0), l2),
+    "autoint": lambda layout, names, dim, num_dense, cfg, l2: AutoInt(
+        layout, names, dim, num_dense, cfg.attention_layers, cfg.attention_heads,
+        list(cfg.deep_mlp), getattr(cfg, "dropout", 0.0), l2),
 }
 
 

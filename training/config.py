@@ -47,6 +47,8 @@ class ModelConfig(Section):
     cross_rank: int = 16
     deep_mlp: list[int] = [128, 64]
     dropout: float = 0.0
+    attention_layers: int = 2
+    attention_heads: int = 2
 
 
 class OptimConfig(Section):

@@ -12,10 +12,11 @@ from plexrec.training.trainer import lr_factor
 from tests.conftest import CONFIGS
 
 
-@pytest.mark.parametrize("name", ["criteo_dlrm.toml", "criteo_dcn.toml", "synthetic_dlrm.toml"])
+@pytest.mark.parametrize("name", ["criteo_dlrm.toml", "criteo_dcn.toml", "criteo_autoint.toml",
+                                  "synthetic_dlrm.toml"])
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(CONFIGS / name)
-    assert cfg.model.kind in ("dlrm", "dcn")
+    assert cfg.model.kind in ("dlrm", "dcn", "autoint")
     assert cfg.data.schema in ("configs/criteo.toml", "configs/criteo_buckets.toml")
 
 

@@ -30,7 +30,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return raw, Path(prepared)
 
 
-@pytest.mark.parametrize("kind", ["dlrm", "dcn"])
+@pytest.mark.parametrize("kind", ["dlrm", "dcn", "autoint"])
 @pytest.mark.parametrize("layout_kind", ["per_feature", "mixed_dim"])
 def test_ranking_models_give_one_logit_per_row(synth: tuple[Path, Path], kind: str,
                                                layout_kind: str) -> None:
@@ -45,6 +45,14 @@ def test_ranking_models_give_one_logit_per_row(synth: tuple[Path, Path], kind: s
     torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels).backward()
     ebc_grad = next(model.layout.ebc.parameters()).grad
     assert ebc_grad is not None and ebc_grad.abs().sum() > 0
+
+
+def test_autoint_heads_must_divide_the_width(synth: tuple[Path, Path]) -> None:
+    data = PreparedData.open(synth[1])
+    layout = build_layout(specs_from_prepared(data), LayoutConfig(dim=6))
+    with pytest.raises(ConfigError, match="attention_heads: 4 does not divide .* width 6"):
+        build_ranking_model("autoint", layout.module(), layout.feature_names, 6, 13,
+                            ModelConfig(attention_heads=4))
 
 
 def test_unknown_ranking_model_is_a_config_error(synth: tuple[Path, Path]) -> None:
