@@ -25,9 +25,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from plexrec.features.cache import PreparedData
 from plexrec.features.prepare import prepare
 from plexrec.features.readers import ReadStats, read_chunks, tabular
 from plexrec.features.readers.delimited import read_delimited
@@ -73,14 +70,6 @@ def _read_all(schema: Schema, path: Path) -> int:
     return sum(len(df) for df in read_chunks(schema, path, 200_000))
 
 
-def _same_cache(a: Path, b: Path) -> bool:
-    da, db = PreparedData.open(a), PreparedData.open(b)
-    if not np.array_equal(da.labels, db.labels) or not np.array_equal(da.dense, db.dense):
-        return False
-    return all(np.array_equal(da.values(n), db.values(n)) and da.vocab(n) == db.vocab(n)
-               for n in da.sparse_names)
-
-
 def bench_csv(work: Path, rows: int, repeats: int) -> dict[str, Any]:
     from plexrec.features.synth import write_interactions
 
@@ -97,7 +86,7 @@ def bench_csv(work: Path, rows: int, repeats: int) -> dict[str, Any]:
                                              force=True), repeats)
         out[kind] = {"read_rows_per_sec": read_rate, "prepare_rows_per_sec": prep_rate,
                      "all_read": reads, "all_prepare": preps}
-    out["identical_caches"] = _same_cache(work / "cache-quoting", work / "cache-previous")
+    out["identical_caches"] = _same_bytes(work / "cache-quoting", work / "cache-previous")
     out["read_ratio"] = out["quoting"]["read_rows_per_sec"] / out["previous"]["read_rows_per_sec"]
     out["prepare_ratio"] = (out["quoting"]["prepare_rows_per_sec"]
                             / out["previous"]["prepare_rows_per_sec"])
