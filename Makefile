@@ -36,7 +36,7 @@ demo: install redis-binary
 	$(BIN)/plexrec demo $(if $(DATA),--data $(DATA),)
 
 bench: install redis-binary
-	$(BIN)/pip install -q lightgbm==4.7.0 scikit-learn==1.9.1  # the [bench] extra: baselines only
+	$(BIN)/pip install -q lightgbm==4.7.0 scikit-learn==1.9.1 implicit==0.7.3  # the [bench] extra: baselines only
 	$(BIN)/python -m bench.run_all $(if $(QUICK),--quick,)
 
 clean:
