@@ -14,7 +14,7 @@ from plexrec.training import third_party_warnings
 # Each module defines register(subparsers), adding parsers whose `func(args) -> int` runs them.
 COMMAND_MODULES = ("plexrec.cli.data", "plexrec.cli.train", "plexrec.cli.export",
                    "plexrec.cli.publish", "plexrec.cli.serve", "plexrec.cli.query",
-                   "plexrec.cli.demo")
+                   "plexrec.cli.demo", "plexrec.cli.tune")
 
 
 class _DefaultsFormatter(argparse.RawDescriptionHelpFormatter):

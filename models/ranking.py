@@ -18,7 +18,7 @@ RANKING_MODELS: dict[str, Callable[..., nn.Module]] = {
         getattr(cfg, "dropout", 0.0), l2),
     "dcn": lambda layout, names, dim, num_dense, cfg, l2: DCNv2(
         layout, names, dim, num_dense, cfg.cross_layers, cfg.cross_rank, list(cfg.deep_mlp),
-        getattr(cfg, "dropout", 0.0), l2),
+        getattr(cfg, "dropout", 0.0), l2, getattr(cfg, "dcn_structure", "stacked")),
     "autoint": lambda layout, names, dim, num_dense, cfg, l2: AutoInt(
         layout, names, dim, num_dense, cfg.attention_layers, cfg.attention_heads,
         list(cfg.deep_mlp), getattr(cfg, "dropout", 0.0), l2),

@@ -16,6 +16,7 @@ DEVICES = ("cpu", "cuda")
 DECAYS = ("none", "linear", "cosine", "exponential")
 DENSE_OPTIMIZERS = ("adam", "adagrad", "sgd")
 EMBEDDING_OPTIMIZERS = ("rowwise_adagrad",)
+DCN_STRUCTURES = ("stacked", "parallel")
 
 
 # `schema` is the natural key name; it shadows pydantic's deprecated BaseModel.schema().
@@ -49,6 +50,8 @@ class ModelConfig(Section):
     dropout: float = 0.0
     attention_layers: int = 2
     attention_heads: int = 2
+    dcn_structure: str = "stacked"
+    first_order: bool = False
 
 
 class OptimConfig(Section):
@@ -56,6 +59,8 @@ class OptimConfig(Section):
     embedding_lr: float = 0.05
     embedding_eps: float = 1e-8
     embedding_l2: float = 0.0
+    first_order_lr: float = 0.01
+    first_order_l2: float = 0.0
     dense_optimizer: str = "adam"
     dense_lr: float = 1e-3
     weight_decay: float = 0.0
@@ -148,9 +153,13 @@ def check_values(cfg: RunConfig) -> None:
     if o.embedding_optimizer not in EMBEDDING_OPTIMIZERS:
         raise bad("optim", "embedding_optimizer", f"{o.embedding_optimizer!r} is not one of "
                   f"{', '.join(EMBEDDING_OPTIMIZERS)}")
-    if o.embedding_l2 < 0 or o.weight_decay < 0:
-        raise bad("optim", "embedding_l2/weight_decay", "must be >= 0")
-    if o.embedding_lr <= 0 or o.dense_lr <= 0:
+    if cfg.model.dcn_structure not in DCN_STRUCTURES:
+        raise bad("model", "dcn_structure", f"{cfg.model.dcn_structure!r} is not one of "
+                  f"{', '.join(DCN_STRUCTURES)}")
+    for key in ("embedding_l2", "weight_decay", "first_order_l2"):
+        if getattr(o, key) < 0:
+            raise bad("optim", key, f"must be >= 0, got {getattr(o, key)}")
+    if o.embedding_lr <= 0 or o.dense_lr <= 0 or o.first_order_lr <= 0:
         raise bad("optim", "lr", "learning rates must be > 0")
     t = cfg.train
     if t.device not in DEVICES:

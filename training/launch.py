@@ -17,10 +17,11 @@ from typing import Any
 from plexrec.features import sample_data
 from plexrec.features.errors import ConfigError, PlexrecError
 from plexrec.training.config import RunConfig, load_config
+from plexrec.training.final_fit import maybe_final_fit
 from plexrec.training.run_dirs import default_cache_dir, run_dir_for
 from plexrec.training.sharding import check_constraints, check_sharding_types
 from plexrec.training.tasks import check_model_kind, task_for
-from plexrec.training.trainer import RunSpec
+from plexrec.training.trainer import EvalHook, RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ class LaunchOptions:
     overrides: list[str] = field(default_factory=list)
     resume: str | None = None
     quiet: bool = False
+    # In-process runs only (nproc 1): called after each validation, True stops as pruned.
+    on_eval: EvalHook | None = None
+    mlflow_parent: str = ""
+    mlflow_tags: dict[str, str] = field(default_factory=dict)
 
 
 def free_port() -> int:
@@ -175,7 +180,8 @@ def build_spec(opts: LaunchOptions) -> RunSpec:
     raw["train"]["run_dir"] = str(run_dir)
     return RunSpec(config=raw, source=cfg.source, prepared_dir=str(prepared.resolve()),
                    run_dir=str(run_dir), resume=opts.resume is not None, quiet=opts.quiet,
-                   config_text=text)
+                   config_text=text, mlflow_parent=opts.mlflow_parent,
+                   mlflow_tags=dict(opts.mlflow_tags))
 
 
 def torchrun_command(opts: LaunchOptions, spec_path: Path, port: int) -> list[str]:
@@ -188,6 +194,9 @@ def torchrun_command(opts: LaunchOptions, spec_path: Path, port: int) -> list[st
 
 def run_train(opts: LaunchOptions) -> dict[str, Any]:
     """Runs the whole training; returns rank 0's result (run_id, test metrics, sizes, speed)."""
+    if opts.on_eval is not None and (opts.nproc, opts.nnodes) != (1, 1):
+        raise ConfigError("an evaluation hook (pruning) runs in this process: it needs --nproc 1 "
+                          f"and --nnodes 1, got --nproc {opts.nproc} --nnodes {opts.nnodes}")
     spec = build_spec(opts)
     run_dir = Path(spec.run_dir)
     result_path = run_dir / "result.json"
@@ -197,9 +206,10 @@ def run_train(opts: LaunchOptions) -> dict[str, Any]:
     if opts.nproc == 1 and opts.nnodes == 1:
         from plexrec.training.worker import run_worker
 
-        result = run_worker(spec, init_method=f"tcp://127.0.0.1:{free_port()}")
+        result = run_worker(spec, init_method=f"tcp://127.0.0.1:{free_port()}",
+                            on_eval=opts.on_eval)
         assert result is not None
-        return result
+        return maybe_final_fit(opts, spec.config, result)
     port = opts.master_port or (free_port() if opts.nnodes == 1 else 29500)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -213,4 +223,4 @@ def run_train(opts: LaunchOptions) -> dict[str, Any]:
         return {"node_rank": opts.node_rank, "run_dir": str(run_dir)}
     if not result_path.is_file():
         raise PlexrecError(f"training ended without a result ({result_path} missing)")
-    return json.loads(result_path.read_text())
+    return maybe_final_fit(opts, spec.config, json.loads(result_path.read_text()))

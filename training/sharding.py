@@ -20,6 +20,7 @@ from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 from plexrec.features.errors import ConfigError
+from plexrec.models.first_order import FirstOrder
 from plexrec.training.config import RunConfig
 
 for _name in ("torchrec.distributed.planner.types",
@@ -84,8 +85,13 @@ def shard_model(model: nn.Module, cfg: RunConfig, constraints: dict[str, list[st
     params = [p for ebc in _embedding_collections(model) for p in ebc.parameters()]
     if not params:
         raise ConfigError("the model has no EmbeddingBagCollection to shard")
-    apply_optimizer_in_backward(RowWiseAdagrad, params,
-                                {"lr": cfg.optim.embedding_lr, "eps": cfg.optim.embedding_eps})
+    first_order = {id(p) for m in model.modules() if isinstance(m, FirstOrder)
+                   for p in m.ebc.parameters()}
+    eps = cfg.optim.embedding_eps
+    for lr, group in ((cfg.optim.embedding_lr, [p for p in params if id(p) not in first_order]),
+                      (cfg.optim.first_order_lr, [p for p in params if id(p) in first_order])):
+        if group:
+            apply_optimizer_in_backward(RowWiseAdagrad, group, {"lr": lr, "eps": eps})
     world = dist.get_world_size()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     topology = Topology(world_size=world, local_world_size=local, compute_device=device.type)

@@ -9,7 +9,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +117,11 @@ class Tracker:
         self.run_id: str | None = None
         self._client: Any = None
 
-    def start(self, experiment: str, run_name: str, run_id: str | None) -> str | None:
+    def start(self, experiment: str, run_name: str, run_id: str | None,
+              parent_run_id: str | None = None,
+              tags: Mapping[str, str] | None = None) -> str | None:
+        """Opens a new run (or reopens `run_id`); with `parent_run_id` the new run is that run's
+        child (MLflow's `mlflow.parentRunId` tag, which its UI nests), as a tuning trial is."""
         if not self.enabled:
             return None
         import mlflow
@@ -132,8 +136,12 @@ class Tracker:
                 exp_id = exp.experiment_id if exp else self._client.create_experiment(
                     experiment, artifact_location=_experiment_artifacts(experiment),
                     tags={EXPERIMENT_KIND_TAG: "custom_model_development"})
-                run = self._client.create_run(exp_id, run_name=run_name or None,
-                                              tags=source_tags())
+                from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+                run_tags = {**source_tags(), **(tags or {})}
+                if parent_run_id:
+                    run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+                run = self._client.create_run(exp_id, run_name=run_name or None, tags=run_tags)
                 run_id = run.info.run_id
             else:
                 self._client.update_run(run_id, status="RUNNING")
@@ -160,6 +168,13 @@ class Tracker:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self._client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: Mapping[str, str], run_id: str | None = None) -> None:
+        """Tags on this run, or on `run_id` (a child whose outcome only its parent knows)."""
+        target = run_id or self.run_id
+        if self.run_id and target:
+            for key, value in tags.items():
+                self._client.set_tag(target, key, value)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.run_id:

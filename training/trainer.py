@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,9 @@ from plexrec.training.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
+# Called on rank 0 after each validation with (step, metrics); True stops the run as pruned.
+EvalHook = Callable[[int, dict[str, float]], bool]
+
 
 @dataclass
 class RunSpec:
@@ -55,6 +59,8 @@ class RunSpec:
     resume: bool = False
     quiet: bool = False
     config_text: str = ""
+    mlflow_parent: str = ""
+    mlflow_tags: dict[str, str] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -73,6 +79,7 @@ class LoopState:
     best_step: int = 0
     bad_evals: int = 0
     stopped: bool = False
+    pruned: bool = False
     examples: int = 0
     train_seconds: float = 0.0
     run_id: str | None = None
@@ -134,8 +141,9 @@ def training_view(cfg: RunConfig, task: Task, cache: Any) -> tuple[Any, Any]:
 class Trainer:
     """One rank's run; `run()` returns the result dict on rank 0 and None elsewhere."""
 
-    def __init__(self, spec: RunSpec) -> None:
+    def __init__(self, spec: RunSpec, on_eval: EvalHook | None = None) -> None:
         self.spec = spec
+        self.on_eval = on_eval
         self.cfg = parse_config(spec.config, spec.source)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         if self.cfg.train.device == "cuda":
@@ -168,6 +176,9 @@ class Trainer:
         dense_params = dict(in_backward_optimizer_filter(self.model.named_parameters()))
         self.dense_opt = KeyedOptimizerWrapper(dense_params, _dense_optimizer(cfg))
         self.fused_opt = self.model.fused_optimizer
+        # Each fused group keeps the rate it was built with (the first-order tables have their
+        # own); the schedule scales every group's base rate by the same factor.
+        self.fused_base_lr = [float(g["lr"]) for g in self.fused_opt.param_groups]
         self.optimizer = CombinedOptimizer([self.fused_opt, self.dense_opt])
         loader = self.task.loader
         common = {"rank": self.rank, "world_size": self.world}
@@ -223,8 +234,8 @@ class Trainer:
         factor = lr_factor(self.state.step, self.cfg, self.total_steps)
         for group in self.dense_opt.param_groups:
             group["lr"] = self.cfg.optim.dense_lr * factor
-        for group in self.fused_opt.param_groups:
-            group["lr"] = self.cfg.optim.embedding_lr * factor
+        for group, base in zip(self.fused_opt.param_groups, self.fused_base_lr, strict=True):
+            group["lr"] = base * factor
         # The fused optimizer's step() only hands the learning rate to the kernels (the update
         # itself ran in backward); doing it before the forward pass makes step t use lr(t).
         self.fused_opt.step()
@@ -260,6 +271,21 @@ class Trainer:
                 if self.rank == 0:
                     log.info("early stop at step %d: val %s has not improved on %.5f for %d "
                              "evaluations", s.step, self.task.primary_metric, s.best, s.bad_evals)
+        if self._stop_requested(s.step, metrics):
+            s.stopped = s.pruned = True
+            if self.rank == 0:
+                log.info("stopped at step %d: pruned by the evaluation hook", s.step)
+
+    def _stop_requested(self, step: int, metrics: dict[str, float]) -> bool:
+        """Rank 0 asks the hook; its answer is broadcast so that every rank stops at once."""
+        stop = self.rank == 0 and self.on_eval is not None and bool(self.on_eval(step, metrics))
+        if self.world > 1:
+            flag = torch.tensor([int(stop)], dtype=torch.int64)
+            if dist.get_backend() == "nccl":
+                flag = flag.cuda()
+            dist.broadcast(flag, src=0)
+            stop = bool(flag.item())
+        return stop
 
     def train_step(self, batch: Any) -> tuple[float, torch.Tensor]:
         """One optimisation step (the embedding update runs inside backward)."""
@@ -330,7 +356,8 @@ class Trainer:
             return
         cfg = self.cfg
         run_id = self.tracker.start(cfg.mlflow.experiment,
-                                    cfg.mlflow.run_name or self.run_dir.name, self.state.run_id)
+                                    cfg.mlflow.run_name or self.run_dir.name, self.state.run_id,
+                                    self.spec.mlflow_parent or None, self.spec.mlflow_tags)
         self.state.run_id = run_id
         (self.run_dir / "mlflow_run_id").write_text(run_id or "")
         self.tracker.log_params({**cfg.to_dict(), "world_size": self.world,
@@ -352,6 +379,7 @@ class Trainer:
             "steps": s.step,
             "best_step": s.best_step,
             "early_stopped": s.stopped,
+            "pruned": s.pruned,
             "world_size": self.world,
             "run_dir": str(self.run_dir),
             "rows": self.split_sizes,

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from plexrec.features.errors import PlexrecError
 from plexrec.features.logs import configure_logging
 from plexrec.training import third_party_warnings
-from plexrec.training.trainer import RunSpec, Trainer
+from plexrec.training.trainer import EvalHook, RunSpec, Trainer
 
 
 def _die_with_parent() -> None:
@@ -34,7 +34,8 @@ def backend_for(device: str) -> str:
     return "nccl" if device == "cuda" else "gloo"
 
 
-def run_worker(spec: RunSpec, init_method: str | None = None) -> dict[str, Any] | None:
+def run_worker(spec: RunSpec, init_method: str | None = None,
+               on_eval: EvalHook | None = None) -> dict[str, Any] | None:
     """Initialises the process group (from torchrun's env, or `init_method` for one process),
     trains, and tears the group down."""
     third_party_warnings.silence()
@@ -45,7 +46,7 @@ def run_worker(spec: RunSpec, init_method: str | None = None) -> dict[str, Any] 
     else:
         dist.init_process_group(backend, timeout=timedelta(minutes=30))
     try:
-        return Trainer(spec).run()
+        return Trainer(spec, on_eval).run()
     finally:
         dist.destroy_process_group()
 

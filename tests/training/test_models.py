@@ -14,6 +14,7 @@ from plexrec.features.errors import ConfigError
 from plexrec.features.prepare import prepare
 from plexrec.features.schema import load_schema
 from plexrec.features.synth import write_criteo
+from plexrec.models.first_order import WIDTH
 from plexrec.models.layouts import LayoutConfig, build_layout, specs_from_prepared
 from plexrec.models.ranking import build_ranking_model
 from plexrec.training.config import ModelConfig
@@ -30,21 +31,36 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return raw, Path(prepared)
 
 
-@pytest.mark.parametrize("kind", ["dlrm", "dcn", "autoint"])
+@pytest.mark.parametrize(("kind", "structure"), [("dlrm", "stacked"), ("dcn", "stacked"),
+                                                ("dcn", "parallel"), ("autoint", "stacked")])
 @pytest.mark.parametrize("layout_kind", ["per_feature", "mixed_dim"])
 def test_ranking_models_give_one_logit_per_row(synth: tuple[Path, Path], kind: str,
-                                               layout_kind: str) -> None:
+                                               structure: str, layout_kind: str) -> None:
     data = PreparedData.open(synth[1])
     layout = build_layout(specs_from_prepared(data), LayoutConfig(kind=layout_kind, dim=8))
     model = build_ranking_model(kind, layout.module(), layout.feature_names, layout.dim,
                                 len(data.dense_names),
-                                ModelConfig(bottom_mlp=[16], top_mlp=[16], deep_mlp=[16]))
+                                ModelConfig(bottom_mlp=[16], top_mlp=[16], deep_mlp=[16],
+                                            dcn_structure=structure))
     batch = next(iter(BatchLoader(data, None, 32)))
     logits = model(batch.dense_features, batch.sparse_features)
     assert logits.shape == (32,) and torch.isfinite(logits).all()
     torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels).backward()
     ebc_grad = next(model.layout.ebc.parameters()).grad
     assert ebc_grad is not None and ebc_grad.abs().sum() > 0
+
+
+def test_dcn_parallel_head_reads_the_cross_and_the_deep_outputs(
+        synth: tuple[Path, Path]) -> None:
+    data = PreparedData.open(synth[1])
+    layout = build_layout(specs_from_prepared(data), LayoutConfig(dim=4))
+    width = len(data.dense_names) + 4 * len(layout.feature_names)
+    models = {s: build_ranking_model("dcn", layout.module(), layout.feature_names, 4,
+                                     len(data.dense_names),
+                                     ModelConfig(deep_mlp=[8], dcn_structure=s))
+              for s in ("stacked", "parallel")}
+    assert models["stacked"].head.in_features == 8
+    assert models["parallel"].head.in_features == 8 + width
 
 
 def test_autoint_heads_must_divide_the_width(synth: tuple[Path, Path]) -> None:
@@ -123,3 +139,58 @@ def test_embedding_l2_shrinks_the_looked_up_rows(synth: tuple[Path, Path],
     decayed = _trained_embedding_norm(synth, tmp_path / "decayed",
                                       "optim.embedding_l2=0.5")
     assert decayed < 0.97 * plain
+
+
+def _first_order_weights(synth: tuple[Path, Path], run_dir: Path, *extra: str
+                         ) -> dict[str, torch.Tensor]:
+    """The unsharded weights of a short seeded run with the first-order term."""
+    from plexrec.training.checkpoint import load_unsharded
+    from plexrec.training.config import parse_config
+    from plexrec.training.launch import LaunchOptions, run_train
+    from plexrec.training.tasks.ctr import CtrTask
+    from plexrec.training.trainer import RunSpec, training_view
+
+    result = run_train(LaunchOptions(
+        config=CONFIGS / "synthetic_dlrm.toml", data=str(synth[1]), quiet=True,
+        overrides=[f"train.run_dir={run_dir}", "mlflow.enabled=false", "data.batch_size=128",
+                   "train.max_steps=10", "model.first_order=true", "optim.decay=\"cosine\"",
+                   *extra]))
+    assert 0.5 < result["test_auc"] < 1.0
+    spec = RunSpec.load(run_dir / "spec.json")
+    cfg = parse_config(spec.config, spec.source)
+    task = CtrTask().configure(cfg, PreparedData.open(synth[1]))
+    data, _ = training_view(cfg, task, PreparedData.open(synth[1]))
+    model = task.build(cfg, data, "cpu").module
+    load_unsharded(run_dir / "checkpoints" / "step-10", model)
+    return model.state_dict()
+
+
+def test_first_order_tables_train_at_their_own_rate(synth: tuple[Path, Path],
+                                                    tmp_path: Path) -> None:
+    slow = _first_order_weights(synth, tmp_path / "slow", "optim.first_order_lr=1e-6")
+    fast = _first_order_weights(synth, tmp_path / "fast", "optim.first_order_lr=0.1")
+
+    def largest(state: dict[str, torch.Tensor], prefix: str) -> float:
+        return max(float(v.abs().max()) for k, v in state.items() if k.startswith(prefix))
+
+    # Row-wise Adagrad moves a row by about lr per step: 10 steps from zero.
+    wide = "first_order.ebc."
+    assert 0 < largest(slow, wide) < 1e-4 and largest(fast, wide) > 1e-2
+    # The layout's tables keep the shared embedding rate either way.
+    deep = "model.layout.ebc."
+    assert largest(slow, deep) == pytest.approx(largest(fast, deep), rel=0.2)
+
+
+def test_first_order_tables_are_planned_and_counted(synth: tuple[Path, Path]) -> None:
+    from plexrec.training.config import parse_config
+    from plexrec.training.tasks.ctr import CtrTask
+
+    data = PreparedData.open(synth[1])
+    cfg = parse_config({"model": {"first_order": True}, "layout": {"dim": 8}})
+    built = CtrTask().configure(cfg, data).build(cfg, data, "cpu")
+    wide = [n for n in built.table_names if n.startswith("w_")]
+    assert wide == [f"w_{n}" for n in data.sparse_names]
+    plain_cfg = parse_config({"layout": {"dim": 8}})
+    plain = CtrTask().configure(plain_cfg, data).build(plain_cfg, data, "cpu")
+    cards = sum(data.cardinality(n) for n in data.sparse_names)
+    assert built.embedding_params - plain.embedding_params == WIDTH * cards

@@ -12,6 +12,12 @@ from torch import nn
 
 from plexrec.features.batching import BatchLoader
 from plexrec.features.errors import ConfigError
+from plexrec.models.first_order import (
+    FirstOrder,
+    WithFirstOrder,
+    first_order_report,
+    first_order_tables,
+)
 from plexrec.models.layouts import LayoutConfig, build_layout, specs_from_prepared
 from plexrec.models.ranking import RANKING_MODELS, build_ranking_model
 from plexrec.training.config import RunConfig
@@ -58,13 +64,21 @@ class CtrTask:
 
     def build(self, cfg: RunConfig, data: Any, device: str | torch.device) -> BuiltModel:
         layout = self.layout(cfg, data)
+        num_dense = len(data.dense_names)
         module = build_ranking_model(cfg.model.kind, layout.module(device), layout.feature_names,
-                                     layout.dim, len(data.dense_names), cfg.model,
-                                     cfg.optim.embedding_l2)
-        return BuiltModel(module=module, report=list(layout.report()),
-                          embedding_params=int(layout.total_params),
-                          embedding_bytes=int(layout.total_bytes),
-                          table_names=[t.name for t in layout.table_configs()],
+                                     layout.dim, num_dense, cfg.model, cfg.optim.embedding_l2)
+        report = list(layout.report())
+        tables = [t.name for t in layout.table_configs()]
+        if cfg.model.first_order:
+            specs = specs_from_prepared(data, self._features(cfg, data))
+            module = WithFirstOrder(module, FirstOrder(specs, num_dense,
+                                                       cfg.optim.first_order_l2, device))
+            report += first_order_report(specs)
+            tables += [t.name for t in first_order_tables(specs)]
+        return BuiltModel(module=module, report=report,
+                          embedding_params=sum(int(r.params) for r in report),
+                          embedding_bytes=sum(int(r.bytes) for r in report),
+                          table_names=tables,
                           describe=layout.describe())
 
     def loader(self, data: Any, rows: np.ndarray, *, batch_size: int, shuffle: bool, seed: int,
