@@ -139,13 +139,17 @@ class TrainedRun:
     checkpoint: Path
     run_id: str
     metrics: dict[str, float]
+    model: str = "best_validation"
 
     def provenance(self) -> dict[str, Any]:
-        """What the snapshot manifest records of its source: run directory and checkpoint."""
+        """What the snapshot manifest records of its source: run directory, checkpoint and which
+        model it is: "final_fit" (retrained on every row for the best checkpoint's steps; the
+        metrics are still the held-out run's) or "best_validation" (the held-out run's best
+        checkpoint, whose test figures the metrics are)."""
         step = json.loads((self.checkpoint / "meta.json").read_text()).get("step")
         return {"run_dir": str(self.run_dir),
                 "checkpoint": str(self.checkpoint.relative_to(self.run_dir)),
-                "checkpoint_step": step}
+                "checkpoint_step": step, "model": self.model}
 
 
 def run_dir_of(run_id: str) -> Path:
@@ -196,11 +200,16 @@ def load_trained(path: str | Path, run_id: str | None = None) -> TrainedRun:
     from plexrec.features.cache import PreparedData
     from plexrec.training.checkpoint import load_unsharded
     from plexrec.training.config import parse_config
+    from plexrec.training.final_fit import final_fit_dir
     from plexrec.training.tasks.retrieval import RetrievalTask
     from plexrec.training.trainer import RunSpec, training_view
 
     run_dir, checkpoint = _locate(Path(path))
-    spec = RunSpec.load(run_dir / "spec.json")
+    model_dir, model = run_dir, "best_validation"
+    final = final_fit_dir(run_dir) if (Path(path) / "spec.json").is_file() else None
+    if final is not None:  # a run directory with a finished final fit exports that model
+        (model_dir, checkpoint), model = _locate(final), "final_fit"
+    spec = RunSpec.load(model_dir / "spec.json")
     cfg = parse_config(spec.config, spec.source)
     if cfg.model.kind != "two_tower":
         raise ConfigError(f"{run_dir}: the run trained a {cfg.model.kind!r} model; export needs "
@@ -217,7 +226,7 @@ def load_trained(path: str | Path, run_id: str | None = None) -> TrainedRun:
     metrics = {k: float(v) for k, v in result.items()
                if isinstance(v, int | float) and not isinstance(v, bool)
                and k.startswith(("test_", "embedding_"))}
-    return TrainedRun(parts, data, run_dir, checkpoint, rid or run_dir.name, metrics)
+    return TrainedRun(parts, data, run_dir, checkpoint, rid or run_dir.name, metrics, model)
 
 
 def _read_text(path: Path) -> str | None:

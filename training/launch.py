@@ -209,7 +209,7 @@ def run_train(opts: LaunchOptions) -> dict[str, Any]:
         result = run_worker(spec, init_method=f"tcp://127.0.0.1:{free_port()}",
                             on_eval=opts.on_eval)
         assert result is not None
-        return maybe_final_fit(opts, spec.config, result)
+        return maybe_final_fit(opts, spec.config, result, run_train)
     port = opts.master_port or (free_port() if opts.nnodes == 1 else 29500)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -223,4 +223,5 @@ def run_train(opts: LaunchOptions) -> dict[str, Any]:
         return {"node_rank": opts.node_rank, "run_dir": str(run_dir)}
     if not result_path.is_file():
         raise PlexrecError(f"training ended without a result ({result_path} missing)")
-    return maybe_final_fit(opts, spec.config, json.loads(result_path.read_text()))
+    return maybe_final_fit(opts, spec.config, json.loads(result_path.read_text()),
+                           run_train)

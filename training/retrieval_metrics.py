@@ -4,14 +4,17 @@ Definitions (binary relevance, one ranked list per user, averaged over evaluated
 - Recall@K = |top-K ∩ held-out| / |held-out|.
 - NDCG@K = DCG@K / IDCG@K with DCG@K = sum over hits at 1-based rank r of 1 / log2(r + 1) and
   IDCG@K the DCG of a perfect list (min(K, |held-out|) hits at ranks 1..).
-Each user's own training positives are removed from the ranking before taking the top K, so a
-model is never rewarded (or punished) for re-recommending what the user already liked.
+Every item a user interacted with before the held-out positives (training rows of any rating,
+and the validation positives for test) is removed from the ranking before taking the top K, so a
+model is never rewarded (or punished) for re-recommending what the user already saw. A
+low-rated item is never a target, so masking it changes nothing but the model's wasted slots:
+the protocol implicit's `filter_already_liked_items` applies, the same for every model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,7 +36,7 @@ class LeaveLastOut:
 
     Row arrays index the prepared rows (sorted); `train_pos[u]`, `val_pos[u]` and `test_pos[u]`
     are the item ids (cache ids) of user u's positives on each side (`test_pos` only for users
-    with a held-out item)."""
+    with a held-out item); `train_seen[u]` the items of all of u's training rows, any label."""
 
     train_rows: np.ndarray
     val_rows: np.ndarray
@@ -42,6 +45,7 @@ class LeaveLastOut:
     val_pos: dict[int, np.ndarray]
     test_pos: dict[int, np.ndarray]
     holdout: int
+    train_seen: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def leave_last_out(user_ids: np.ndarray, item_ids: np.ndarray, labels: np.ndarray,
@@ -77,16 +81,35 @@ def leave_last_out(user_ids: np.ndarray, item_ids: np.ndarray, labels: np.ndarra
             val_pos[u] = item_ids[rows[c - h - v:c - h]]
         if h:
             test_pos[u] = item_ids[rows[c - h:]]
-    return LeaveLastOut(train_rows=np.flatnonzero(side == 0), val_rows=np.flatnonzero(side == 1),
+    train_rows = np.flatnonzero(side == 0)
+    return LeaveLastOut(train_rows=train_rows, val_rows=np.flatnonzero(side == 1),
                         test_rows=np.flatnonzero(side == 2), train_pos=train_pos,
-                        val_pos=val_pos, test_pos=test_pos, holdout=holdout)
+                        val_pos=val_pos, test_pos=test_pos, holdout=holdout,
+                        train_seen=_items_by_user(user_ids[train_rows], item_ids[train_rows]))
+
+
+def _items_by_user(users: np.ndarray, items: np.ndarray) -> dict[int, np.ndarray]:
+    order = np.argsort(users, kind="stable")
+    uniq, starts = np.unique(users[order], return_index=True)
+    groups = np.split(items[order], starts[1:])
+    return {int(u): np.unique(g) for u, g in zip(uniq.tolist(), groups, strict=True)}
+
+
+def seen_before_val(split: LeaveLastOut) -> dict[int, np.ndarray]:
+    """What a user had interacted with before the validation items: every training row (any
+    label) and the training positives, removed from the validation ranking."""
+    users = set(split.train_pos) | set(split.train_seen)
+    empty = np.zeros(0, dtype=np.int64)
+    return {u: np.union1d(split.train_pos.get(u, empty), split.train_seen.get(u, empty))
+            for u in users}
 
 
 def seen_before_test(split: LeaveLastOut) -> dict[int, np.ndarray]:
-    """What a user had interacted with before the test items: training and validation
-    positives, all removed from the test ranking."""
-    return {u: np.concatenate([p, split.val_pos.get(u, p[:0])])
-            for u, p in split.train_pos.items()}
+    """What a user had interacted with before the test items: every training row (any label)
+    and the validation positives, all removed from the test ranking."""
+    empty = np.zeros(0, dtype=np.int64)
+    return {u: np.union1d(seen, split.val_pos.get(u, empty))
+            for u, seen in seen_before_val(split).items()}
 
 
 def evaluate_topk(score_users: Callable[[np.ndarray], torch.Tensor],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from plexrec.training.retrieval_metrics import (
     evaluate_topk,
     leave_last_out,
     seen_before_test,
+    seen_before_val,
 )
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,27 @@ PositiveInts = tuple[Annotated[int, Field(ge=1)], ...]
 
 class RetrievalConfig(Section):
     """The settings of a two-tower run: the [retrieval] table's own keys (temperature, log_q,
-    holdout, ks) and those gathered from [model], [optim], [data] and [train] by
-    tasks.retrieval.retrieval_config (layout settings live in [layout]). `max_steps` (when > 0)
-    is the exact number of steps; otherwise `epochs` passes are made."""
+    holdout, ks, positives, monitor) and those gathered from [model], [optim], [data] and
+    [train] by tasks.retrieval.retrieval_config (layout settings live in [layout]).
+    `max_steps` (when > 0) is the exact number of steps; otherwise `epochs` passes are made.
+
+    `positives`: which training rows are positive pairs. "threshold" keeps the rows the schema's
+    [label] calls positive (MovieLens: rating >= 4); "all" trains on every interaction as
+    implicit feedback, as ALS does (the held-out targets stay the thresholded positives either
+    way). `log_q_weight` scales the log-Q correction (1: the full correction of Yi et al.; less
+    leaves part of the popularity prior in the scores). `monitor`: the full-corpus validation metric ("recall@50", "ndcg@10", ...; its K must
+    be in `ks`) that drives early stopping and the best checkpoint. `final_fit`: after the
+    held-out run, `plexrec train` trains once more on every row for the best checkpoint's number
+    of steps (training/final_fit.py); that run has `train_rows = "all"` (the held-out rows join
+    the training rows, so its own validation and test figures mean nothing and are not
+    reported)."""
 
     dim: int = Field(64, ge=1)
     hidden: PositiveInts = (128,)
     dropout: float = Field(0.0, ge=0, lt=1)
     temperature: float = Field(0.05, gt=0)
     log_q: bool = True
+    log_q_weight: float = Field(1.0, ge=0, le=2)
     lr: float = Field(0.005, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(512, ge=2, description="in-batch negatives need other rows")
@@ -52,6 +65,10 @@ class RetrievalConfig(Section):
     max_steps: int = Field(0, ge=0)
     holdout: int = Field(5, ge=1)
     ks: PositiveInts = DEFAULT_KS
+    positives: Literal["threshold", "all"] = "threshold"
+    monitor: str = "recall@50"
+    final_fit: bool = True
+    train_rows: Literal["split", "all"] = "split"
     seed: int = 0
 
     @field_validator("hidden", "ks", mode="before")
@@ -59,10 +76,20 @@ class RetrievalConfig(Section):
     def _list_as_tuple(cls, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value
 
+    @field_validator("monitor")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        name, _, k = value.partition("@")
+        if name not in ("recall", "ndcg") or not k.isdigit() or int(k) < 1:
+            raise ValueError("must be recall@K or ndcg@K")
+        return value
+
     @model_validator(mode="after")
     def _some_training(self) -> RetrievalConfig:
         if self.epochs < 1 and self.max_steps < 1:
             raise ValueError("give epochs >= 1 or max_steps >= 1")
+        if int(self.monitor.partition("@")[2]) not in self.ks:
+            raise ValueError(f"monitor {self.monitor!r}: its K is not in ks {list(self.ks)}")
         return self
 
     @classmethod
@@ -205,42 +232,85 @@ def positive_rows(data: Any, rows: np.ndarray) -> np.ndarray:
     return rows[np.asarray(data.labels)[rows] > 0.5]
 
 
+def training_pairs(data: Any, rows: np.ndarray, positives: str = "threshold") -> np.ndarray:
+    """The rows trained on as (user, item) positive pairs: the labelled positives, or every
+    interaction (`positives = "all"`)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return rows if positives == "all" else positive_rows(data, rows)
+
+
 def item_log_q(data: Any, rows: np.ndarray, item_key: str) -> torch.Tensor:
     """Sampling log-probability of each item id, from the positive training rows."""
     ids = key_ids(data, item_key)[rows]
     return log_q_from_counts(np.bincount(ids, minlength=data.cardinality(item_key)))
 
 
-def two_tower_scorer(model: TwoTower, data: Any, user_rows_from: np.ndarray
-                     ) -> tuple[Callable[[np.ndarray], torch.Tensor], np.ndarray]:
-    """(score function over all vocabulary items, the candidate item ids). User vectors come
-    from each user's latest row among `user_rows_from`, item vectors from each item's latest row
-    in the whole data (item features are content, and an item seen only in held-out rows is
-    still a candidate)."""
+@dataclass(frozen=True)
+class CorpusRows:
+    """Which row gives each entity its vector when ranking the whole corpus: each user's latest
+    row among the rows before the held-out ones, each item's latest row in the whole data (item
+    features are content, and an item seen only in held-out rows is still a candidate). One
+    definition for the sharded validation, the offline test and the export."""
+
+    users: np.ndarray
+    user_rows: np.ndarray
+    items: np.ndarray
+    item_rows: np.ndarray
+
+
+def corpus_rows(data: Any, user_rows_from: np.ndarray) -> CorpusRows:
     user_key, item_key = key_names(data)
     users, user_rows = entity_rows(data, user_key, user_rows_from)
     items, item_rows = entity_rows(data, item_key)
-    user_vecs = tower_vectors(model.user, data, user_rows)
-    item_vecs = tower_vectors(model.item, data, item_rows)
-    row_of_user = np.full(data.cardinality(user_key), -1, dtype=np.int64)
+    return CorpusRows(users, user_rows, items, item_rows)
+
+
+def vector_scorer(users: np.ndarray, user_vecs: torch.Tensor, item_vecs: torch.Tensor,
+                  where: str = "") -> Callable[[np.ndarray], torch.Tensor]:
+    """Scores of the given user ids (rows of `user_vecs` in `users` order) against every item
+    vector (rows of `item_vecs`)."""
+    users = np.asarray(users, dtype=np.int64)
+    row_of_user = np.full(int(users.max()) + 1 if len(users) else 1, -1, dtype=np.int64)
     row_of_user[users] = np.arange(len(users))
 
     def score(batch_users: np.ndarray) -> torch.Tensor:
-        rows = row_of_user[batch_users]
+        known = batch_users < len(row_of_user)
+        rows = np.where(known, row_of_user[np.where(known, batch_users, 0)], -1)
         if (rows < 0).any():
             raise DataError(f"user id {int(batch_users[rows < 0][0])} has no training row",
-                            path=str(data.path))
+                            path=where)
         return user_vecs[torch.from_numpy(rows)] @ item_vecs.T
 
-    return score, items
+    return score
+
+
+def two_tower_scorer(model: TwoTower, data: Any, user_rows_from: np.ndarray
+                     ) -> tuple[Callable[[np.ndarray], torch.Tensor], np.ndarray]:
+    """(score function over all vocabulary items, the candidate item ids), with the vectors of
+    `corpus_rows(data, user_rows_from)`."""
+    c = corpus_rows(data, user_rows_from)
+    user_vecs = tower_vectors(model.user, data, c.user_rows)
+    item_vecs = tower_vectors(model.item, data, c.item_rows)
+    return vector_scorer(c.users, user_vecs, item_vecs, str(data.path)), c.items
 
 
 def evaluate_two_tower(model: TwoTower, data: Any, split: LeaveLastOut,
-                       ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
-    """Full-catalogue Recall@K / NDCG@K on the split's test positives."""
-    score, items = two_tower_scorer(model, data, np.concatenate([split.train_rows,
-                                                                 split.val_rows]))
-    return evaluate_topk(score, split.test_pos, seen_before_test(split), items, ks)
+                       ks: Sequence[int] = DEFAULT_KS, phase: str = "test") -> dict[str, float]:
+    """Full-catalogue Recall@K / NDCG@K on the split's test (or "val") positives."""
+    targets, seen, before = phase_of(split, phase)
+    score, items = two_tower_scorer(model, data, before)
+    return evaluate_topk(score, targets, seen, items, ks)
+
+
+def phase_of(split: LeaveLastOut, phase: str
+             ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], np.ndarray]:
+    """(targets, seen items to mask, rows a user vector may come from) of "val" or "test"."""
+    if phase == "val":
+        return split.val_pos, seen_before_val(split), split.train_rows
+    if phase == "test":
+        return (split.test_pos, seen_before_test(split),
+                np.sort(np.concatenate([split.train_rows, split.val_rows])))
+    raise ValueError(f"phase must be 'val' or 'test', got {phase!r}")
 
 
 def make_split(data: Any, holdout: int, val_holdout: int = 0) -> LeaveLastOut:

@@ -10,6 +10,7 @@ from plexrec.training.retrieval_metrics import (
     leave_last_out,
     recall_at_k,
     seen_before_test,
+    seen_before_val,
 )
 
 
@@ -88,5 +89,9 @@ def test_leave_last_out_holds_out_latest_positives_per_user():
     with_val = leave_last_out(users, items, labels, time, holdout=1, val_holdout=1)
     assert with_val.test_pos[1].tolist() == [13]
     assert with_val.val_pos[1].tolist() == [12]
-    assert sorted(seen_before_test(with_val)[1].tolist()) == [10, 11, 12]
+    # Every earlier interaction is masked, the low-rated item 14 included (it can never be a
+    # target, so masking it only frees a slot); validation is ranked before its own items.
+    assert sorted(seen_before_test(with_val)[1].tolist()) == [10, 11, 12, 14]
+    assert sorted(seen_before_val(with_val)[1].tolist()) == [10, 11, 14]
+    assert sorted(with_val.train_seen[1].tolist()) == [10, 11, 14]
     assert with_val.val_rows.tolist() == [0]

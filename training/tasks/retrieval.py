@@ -1,11 +1,11 @@
 """Two-tower retrieval as a trainer task: the model of training/two_tower.py under DMP, trained on
-positive interactions with in-batch negatives; validation ranks each positive among its batch,
-the final test is full-catalogue Recall@K / NDCG@K on the leave-last-out split."""
+positive interactions with in-batch negatives; validation and test are full-corpus Recall@K /
+NDCG@K on the leave-last-out split (every item ranked, each user's seen items masked)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -15,19 +15,22 @@ from plexrec.features.batching import BatchLoader, Splits
 from plexrec.features.errors import ConfigError
 from plexrec.models.layouts import LayoutConfig
 from plexrec.models.two_tower import TwoTower, sampled_softmax_loss
-from plexrec.training.retrieval_metrics import LeaveLastOut
+from plexrec.training.retrieval_metrics import LeaveLastOut, evaluate_topk
 from plexrec.training.task import BuiltModel
 from plexrec.training.two_tower import (
     RetrievalConfig,
     TwoTowerParts,
     build_two_tower,
+    corpus_rows,
     evaluate_two_tower,
     item_log_q,
     key_names,
     make_split,
     metric_key,
-    positive_rows,
+    phase_of,
     side_features,
+    training_pairs,
+    vector_scorer,
 )
 
 INBATCH_KS = (1, 10)
@@ -40,7 +43,8 @@ def retrieval_config(cfg: Any) -> RetrievalConfig:
     entry is the vector width); temperature, log_q, holdout and ks come from an optional
     `[retrieval]` table; batch size, learning rate and steps from [data], [optim] and [train]."""
     table = dict(getattr(cfg, "retrieval", None) or {})
-    allowed = ("temperature", "log_q", "holdout", "ks")
+    allowed = ("temperature", "log_q", "log_q_weight", "holdout", "ks", "positives", "monitor",
+               "final_fit", "train_rows")
     unknown = sorted(set(table) - set(allowed))
     if unknown:
         raise ConfigError(f"{cfg.source} [retrieval]: unknown key(s) {', '.join(unknown)} "
@@ -91,16 +95,138 @@ class InBatchEvaluator:
         return out
 
 
+@dataclass(frozen=True)
+class CorpusPhase:
+    """What one full-corpus evaluation ranks: the targets (user -> held-out items), the items to
+    mask, and which row carries each user's and each item's vector (-1: none)."""
+
+    targets: dict[int, np.ndarray]
+    seen: dict[int, np.ndarray]
+    user_of_row: np.ndarray
+    item_of_row: np.ndarray
+    rows: np.ndarray
+    ks: tuple[int, ...]
+
+
+@dataclass
+class CorpusBatch:
+    """An evaluation batch over entity rows (sorted, as BatchLoader.batch orders them)."""
+
+    batch: Any
+    rows: np.ndarray
+    phase: CorpusPhase
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> CorpusBatch:
+        return CorpusBatch(self.batch.to(device, non_blocking=non_blocking), self.rows,
+                           self.phase)
+
+
+def corpus_phase(data: Any, split: LeaveLastOut, phase: str, ks: Sequence[int]) -> CorpusPhase:
+    targets, seen, before = phase_of(split, phase)
+    c = corpus_rows(data, before)
+    user_of_row = np.full(data.num_rows, -1, dtype=np.int64)
+    item_of_row = np.full(data.num_rows, -1, dtype=np.int64)
+    users = np.array(sorted(targets), dtype=np.int64)
+    keep = np.isin(c.users, users)
+    user_of_row[c.user_rows[keep]] = c.users[keep]
+    item_of_row[c.item_rows] = c.items
+    rows = np.flatnonzero((user_of_row >= 0) | (item_of_row >= 0))
+    return CorpusPhase(targets, seen, user_of_row, item_of_row, rows, tuple(ks))
+
+
+class CorpusLoader:
+    """The evaluation loader of the full-corpus metrics: one pass over the rows that carry the
+    evaluated users' and all items' vectors. The rows are padded (with repeats of the first) to a
+    multiple of world_size * batch_size's share so every rank runs the same batches, whose
+    sharded forward passes are collectives."""
+
+    def __init__(self, data: Any, phase: CorpusPhase, batch_size: int, rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.inner = BatchLoader(data, None, batch_size)
+        self.phase, self.batch_size = phase, batch_size
+        rows = phase.rows
+        share = -(-len(rows) // world_size)
+        if len(rows):
+            rows = np.concatenate([rows, np.full(share * world_size - len(rows), rows[0])])
+        self.rows = np.sort(rows[rank * share:(rank + 1) * share])
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """One fixed pass: the epoch changes nothing."""
+
+    def skip(self, n_batches: int) -> None:
+        if n_batches:
+            raise ConfigError("an evaluation loader cannot skip batches")
+
+    def __iter__(self) -> Iterator[CorpusBatch]:
+        for start in range(0, len(self.rows), self.batch_size):
+            idx = self.rows[start:start + self.batch_size]
+            yield CorpusBatch(self.inner.batch(idx), idx, self.phase)
+
+
+class CorpusEvaluator:
+    """Full-corpus Recall@K / NDCG@K during training: collects the vectors of the evaluated
+    users and of every item from the corpus batches of each rank, gathers them on all ranks (a
+    collective) and ranks all items for each user, masking what they had seen. Every rank
+    computes the same figures, so early stopping agrees everywhere."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.phase: CorpusPhase | None = None
+        self.users: list[tuple[np.ndarray, np.ndarray]] = []
+        self.items: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def update(self, batch: CorpusBatch, output: torch.Tensor) -> None:
+        self.phase = batch.phase
+        out = output.detach().float().cpu()
+        for ids, vecs, store in ((batch.phase.user_of_row[batch.rows], out[:, :self.dim],
+                                  self.users),
+                                 (batch.phase.item_of_row[batch.rows], out[:, self.dim:],
+                                  self.items)):
+            keep = ids >= 0
+            store.append((ids[keep], vecs[torch.from_numpy(keep)].numpy()))
+
+    def _gathered(self, parts: list[tuple[np.ndarray, np.ndarray]]
+                  ) -> tuple[np.ndarray, torch.Tensor]:
+        import torch.distributed as dist
+
+        ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        vecs = (np.concatenate([p[1] for p in parts]) if parts
+                else np.zeros((0, self.dim), np.float32))
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            every: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(every, (ids, vecs))
+            ids = np.concatenate([e[0] for e in every])
+            vecs = np.concatenate([e[1] for e in every])
+        uniq, first = np.unique(ids, return_index=True)  # padding repeats a row
+        return uniq, torch.from_numpy(np.ascontiguousarray(vecs[first]))
+
+    def compute(self) -> dict[str, float]:
+        users, user_vecs = self._gathered(self.users)
+        items, item_vecs = self._gathered(self.items)
+        phase = self.phase
+        if phase is None or not phase.targets:
+            return {"users": 0.0}
+        score = vector_scorer(users, user_vecs, item_vecs, "(gathered vectors)")
+        metrics = evaluate_topk(score, phase.targets, phase.seen, items, phase.ks)
+        return {metric_key(k): float(v) for k, v in metrics.items()}
+
+
 class RetrievalTask:
-    """Two-tower retrieval on positive interactions (label 1) with in-batch negatives.
+    """Two-tower retrieval on positive interactions with in-batch negatives.
 
     Hooks beyond training/task.Task: `split(cfg, data)` (leave-last-out: each user's last
     `holdout` positives test, the `holdout` before them validation) and
-    `final_metrics(model, data, cfg)` (full-catalogue Recall@K / NDCG@K of an unsharded model)."""
+    `final_metrics(model, data, cfg)` (full-catalogue Recall@K / NDCG@K of an unsharded model).
+    The evaluator ranks the full corpus too, sharded: the `[retrieval] monitor` metric on the
+    validation positives is what early stopping and the best checkpoint follow."""
 
     name = "retrieval"
-    primary_metric = "inbatch_recall_at_10"
-    metric_names: tuple[str, ...] = tuple(f"inbatch_recall_at_{k}" for k in INBATCH_KS)
+    primary_metric = "recall_at_50"
+    metric_names: tuple[str, ...] = tuple(
+        metric_key(f"{m}@{k}") for m in ("recall", "ndcg") for k in (10, 50, 100))
     model_kinds: tuple[str, ...] = ("two_tower",)
 
     def __init__(self) -> None:
@@ -108,10 +234,14 @@ class RetrievalTask:
         self.user_key = self.item_key = ""
         self.log_q: torch.Tensor | None = None
         self._split: LeaveLastOut | None = None
+        self._phases: dict[str, CorpusPhase] = {}
 
     def configure(self, cfg: Any, data: Any) -> RetrievalTask:
         self.config = retrieval_config(cfg)
         self.user_key, self.item_key = key_names(data)
+        self.primary_metric = metric_key(self.config.monitor)
+        self.metric_names = tuple(metric_key(f"{m}@{k}") for m in ("recall", "ndcg")
+                                  for k in self.config.ks)
         return self
 
     @property
@@ -132,7 +262,12 @@ class RetrievalTask:
         return self._split
 
     def split(self, cfg: Any, data: Any) -> Any:
+        """The leave-last-out split; with `train_rows = "all"` (the final fit) every row
+        trains and the held-out rows are evaluated on only because the trainer always does."""
         s = self.leave_last_out(data)
+        if self._cfg().train_rows == "all":
+            return Splits(train=np.arange(data.num_rows, dtype=np.int64), val=s.val_rows,
+                          test=s.test_rows)
         return Splits(train=s.train_rows, val=s.val_rows, test=s.test_rows)
 
     def validate(self, cfg: Any, data: Any) -> None:
@@ -161,14 +296,32 @@ class RetrievalTask:
 
     def loader(self, data: Any, rows: np.ndarray, *, batch_size: int, shuffle: bool, seed: int,
                rank: int, world_size: int, drop_last: bool) -> Any:
-        """Batches of the positive rows only: a negative interaction is no retrieval target."""
-        pos = positive_rows(data, rows)
-        if shuffle and self._cfg().log_q and self.log_q is None:
-            self.log_q = item_log_q(data, pos, self.item_key)
-        return BatchLoader(data, pos, batch_size, shuffle=shuffle, seed=seed, rank=rank,
+        """Training (shuffled): batches of the rows trained on as pairs (`[retrieval]
+        positives`). The split's validation or test rows: a CorpusLoader over the rows that carry
+        the users' and items' vectors for the full-corpus ranking. Other rows: their positives
+        in order."""
+        cfg = self._cfg()
+        if not shuffle:
+            split = self.leave_last_out(data)
+            for phase, held in (("val", split.val_rows), ("test", split.test_rows)):
+                if np.array_equal(np.asarray(rows), held):
+                    return CorpusLoader(data, self.corpus_phase(data, phase), batch_size, rank,
+                                        world_size)
+        pairs = training_pairs(data, rows, cfg.positives if shuffle else "threshold")
+        if shuffle and cfg.log_q and self.log_q is None:
+            self.log_q = item_log_q(data, pairs, self.item_key) * cfg.log_q_weight
+        return BatchLoader(data, pairs, batch_size, shuffle=shuffle, seed=seed, rank=rank,
                            world_size=world_size, drop_last=drop_last)
 
+    def corpus_phase(self, data: Any, phase: str) -> CorpusPhase:
+        if phase not in self._phases:
+            self._phases[phase] = corpus_phase(data, self.leave_last_out(data), phase,
+                                               self._cfg().ks)
+        return self._phases[phase]
+
     def forward(self, model: Any, batch: Any) -> torch.Tensor:
+        if isinstance(batch, CorpusBatch):
+            batch = batch.batch
         user, item = model(batch.dense_features, batch.sparse_features)
         return torch.cat([user, item], dim=1)
 
@@ -185,8 +338,8 @@ class RetrievalTask:
     def to_device(self, batch: Any, device: torch.device) -> Any:
         return batch if device.type == "cpu" else batch.to(device, non_blocking=True)
 
-    def evaluator(self) -> InBatchEvaluator:
-        return InBatchEvaluator(self._cfg().dim, self.item_key)
+    def evaluator(self) -> CorpusEvaluator:
+        return CorpusEvaluator(self._cfg().dim)
 
     def final_metrics(self, model: TwoTower, data: Any, cfg: Any = None) -> dict[str, float]:
         """Full-catalogue test metrics ("recall_at_10", "ndcg_at_100", ...) of an unsharded
