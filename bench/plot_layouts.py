@@ -1,6 +1,8 @@
 """Pareto plot of bench/results/layouts.json: per dataset, test AUC (top row) and log loss (bottom
 row) against embedding parameters (log x), one line per layout with the seeds' std as error bars,
-the per_feature full-size AUC - 0.002 as a dashed line and the 1/16 budget as a dotted line.
+the per_feature full-size AUC - 0.002 as a dashed line and the 1/16 budget as a dotted line. The
+per_feature full-size run with the first-order term (outside the layout budget) is one black star
+at its real parameter count, a reference rather than a layout.
 
     python bench/plot_layouts.py [bench/results/layouts.json] [bench/results/layouts_pareto.png]
 """
@@ -20,7 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STYLE = {"per_feature": ("tab:blue", "o"), "mixed_dim": ("tab:orange", "s"),
-         "unified": ("tab:green", "^"), "qr": ("tab:purple", "D")}
+         "unified": ("tab:green", "^"), "qr": ("tab:purple", "D"),
+         "per_feature+first_order": ("black", "*")}
+LABELS = {"per_feature+first_order": "per_feature full + first-order term"}
 
 
 def plot(doc: dict[str, Any], out: Path) -> Path:
@@ -41,7 +45,9 @@ def plot(doc: dict[str, Any], out: Path) -> Path:
                     continue
                 ax.errorbar([a["params"] for a in pts], [a[metric]["mean"] for a in pts],
                             yerr=[a[metric]["std"] or 0.0 for a in pts], color=color,
-                            marker=marker, capsize=3, label=layout)
+                            marker=marker, capsize=3, label=LABELS.get(layout, layout),
+                            markersize=11 if marker == "*" else 6,
+                            linestyle="none" if len(pts) == 1 else "-")
             verdict = target.get(dataset, {})
             if metric == "auc" and "threshold_auc" in verdict:
                 ax.axhline(verdict["threshold_auc"], color="black", linestyle="--", linewidth=1,

@@ -79,7 +79,10 @@ def test_concurrent_runs_of_one_config_and_export_by_run(ml_100k: Path, tmp_path
         snap = Snapshot.open(json.loads(proc.stdout.strip().splitlines()[-1])["snapshot"])
         assert snap.run_id == result["run_id"]
         assert snap.manifest["training"]["run_dir"] == str(run_dir)
+        # The run's final fit (every row, the best checkpoint's steps) is what export ships.
+        assert snap.manifest["training"]["model"] == "final_fit"
         assert snap.manifest["training"]["checkpoint_step"] == result["best_step"]
-        assert snap.manifest["training"]["checkpoint"] == f"checkpoints/best/step-{result['best_step']}"
+        assert snap.manifest["training"]["checkpoint"] == (
+            f"final_fit/checkpoints/best/step-{result['best_step']}")
         vectors.append(np.asarray(snap.vectors("item")))
     assert not np.allclose(vectors[0], vectors[1])

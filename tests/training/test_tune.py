@@ -211,7 +211,9 @@ def test_the_shipped_space_applies_to_the_shipped_config() -> None:
     path = CONFIGS / "criteo_dlrm_space.toml"
     space = load_space(path)
     assert set(space.params) == {"optim.embedding_lr", "optim.dense_lr", "model.dropout",
-                                 "optim.embedding_l2", "layout.dim"}
+                                 "optim.embedding_l2", "layout.dim", "model.first_order",
+                                 "optim.first_order_lr"}
+    assert space.params["model.first_order"].choices == [True, False]
     assert space.params["optim.embedding_lr"].log and space.params["optim.dense_lr"].log
     assert space.params["layout.dim"].choices == [8, 16, 32]
     check_keys(space, path, LaunchOptions(config=CONFIGS / "criteo_dlrm.toml"))
