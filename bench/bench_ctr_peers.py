@@ -1,78 +1,93 @@
 """plexrec's CTR models beside the baselines a user would pick, on exactly the same split.
 
-Criteo-10k (the shared sample; the synthetic look-alike when it is absent): rows 1-8,000 are the
-training input, split by order into train (1-6,400) and validation (6,401-8,000); rows
-8,001-10,000 are the test set, seen only for the one reported figure. Each model's settings are
-chosen on validation; test AUC and log loss are means over 3 seeds.
+Three datasets (bench/ctr_datasets.py), each cut once into train, validation and test inputs that
+every model reads: plexrec through `data.valid_path` / `data.test_path`, the baselines as frames
+of the same rows.
 
-- hashed logistic regression (scikit-learn) on one-hot hashed ids plus the Criteo winners'
-  log-square buckets of the counts, C chosen on validation;
-- LightGBM on the counts and the ids as categories (vocabulary of the training rows), leaves
-  chosen on validation, early stopping on validation;
-- plexrec DLRM, DCN-v2 and AutoInt with the shipped configs (configs/criteo_dlrm.toml,
-  criteo_dcn.toml, criteo_autoint.toml:
-  log-square count buckets as ids, embedding_lr chosen on validation), evaluated on the test
-  file through `data.test_path` from the best validation checkpoint; and the same models with
-  the previous defaults (raw counts only, embedding_lr 0.01).
+- criteo10k: the shared Criteo sample, rows 1-6,400 train, 6,401-8,000 valid, 8,001-10,000 test;
+- movielens: MovieLens-100K as CTR (rating >= 4 a click), ratings shuffled by seed 0 and cut
+  80/10/10 (a random split, as configs/movielens_dlrm.toml's own);
+- synthetic1m: 1,000,000 rows of `features.synth.write_criteo(seed=0)`, by order 800k/100k/100k.
+
+Each falls back on the project's generator when the real sample is absent. The baselines:
+
+- hashed logistic regression (scikit-learn, liblinear) on one-hot hashed ids, counts cut into
+  the Criteo winners' log-square buckets (MovieLens: release year as an id), C on validation;
+- LightGBM on the numbers, the ids as categories (vocabulary of the training rows) and
+  multi-valued features as indicators, leaves on validation, early stopping on validation.
+
+plexrec runs the configs of PLEXREC_MODELS from the best validation checkpoint. Settings are
+chosen on validation only; the test figure is read once per seed; means and stds over seeds go to
+bench/results/ctr_peers.json, one section per dataset (a run of some datasets keeps the others).
 
     pip install -e '.[bench]'   # lightgbm, scikit-learn (bench only)
-    python -m bench.bench_ctr_peers [--seeds 3] [--quick]
+    python -m bench.bench_ctr_peers [--datasets criteo10k,movielens,synthetic1m] [--seeds 3]
+        [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import statistics
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.samples import CRITEO_10K
+from bench.ctr_datasets import DATASETS, Dataset, Frame
+from bench.paired_auc import paired_bootstrap, run_test_scores
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "ctr_peers.json"
-TRAIN, VALID = 6_400, 8_000
+QUICK_RESULTS = Path(tempfile.gettempdir()) / "ctr_peers_quick.json"
+QUICK_OVERRIDES = ["train.max_steps=30"]
+SCORES = "_test_scores"  # per-seed test predictions, paired with the baselines', never written
+PREVIOUS_DEFAULTS = ['data.schema="configs/criteo.toml"', "optim.embedding_lr=0.01",
+                     "model.first_order=false"]
+
+# (config under configs/, extra --set overrides, label): one line per plexrec variant.
+PLEXREC_MODELS: dict[str, list[tuple[str, list[str], str]]] = {
+    "criteo10k": [
+        ("criteo_dlrm.toml", [], "plexrec DLRM + first-order term, shipped"),
+        ("criteo_dlrm.toml", ["model.first_order=false"], "plexrec DLRM, no first-order term"),
+        ("criteo_dcn.toml", [], "plexrec DCN-v2, shipped"),
+        ("criteo_dcn.toml", ['model.dcn_structure="parallel"'], "plexrec DCN-v2, parallel"),
+        ("criteo_autoint.toml", [], "plexrec AutoInt, shipped"),
+        ("criteo_dlrm.toml", PREVIOUS_DEFAULTS, "plexrec DLRM, previous defaults"),
+        ("criteo_dcn.toml", PREVIOUS_DEFAULTS, "plexrec DCN-v2, previous defaults"),
+    ],
+    "movielens": [
+        ("movielens_dlrm.toml", [], "plexrec DLRM, shipped"),
+    ],
+    "synthetic1m": [
+        ("synthetic_dlrm.toml", [], "plexrec DLRM, shipped"),
+    ],
+}
 
 
-def split_files(source: Path, work: Path) -> tuple[Path, Path, Path]:
-    lines = source.read_text().splitlines(keepends=True)
-    if len(lines) < 10_000:
-        raise SystemExit(f"{source}: need 10,000 rows, found {len(lines)}")
-    parts = (lines[:TRAIN], lines[TRAIN:VALID], lines[VALID:10_000])
-    paths = (work / "train.txt", work / "valid.txt", work / "test.txt")
-    for path, part in zip(paths, parts, strict=True):
-        path.write_text("".join(part))
-    return paths
+@dataclass(frozen=True)
+class Baselines:
+    """A dataset's baseline search space: C for LR, leaves for LightGBM (both on validation)."""
+
+    c_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+    leaves: tuple[int, ...] = (7, 15, 31)
+    learning_rate: float = 0.05
+    rounds: int = 2000
+    min_data_in_leaf: int = 40
 
 
-def _rows(path: Path) -> tuple[np.ndarray, list[list[str]]]:
-    labels, fields = [], []
-    for line in path.read_text().splitlines():
-        cols = line.split("\t")
-        labels.append(int(cols[0]))
-        fields.append(cols[1:])
-    return np.array(labels), fields
-
-
-def _log_square(value: str) -> str:
-    if not value:
-        return ""
-    x = float(value)
-    return f"L{int(np.floor(np.log(x) ** 2))}" if x > 2 else str(int(np.floor(x)))
-
-
-def _hashed(fields: list[list[str]]) -> Any:
-    from sklearn.feature_extraction import FeatureHasher
-
-    tokens = [[f"I{j}={_log_square(v)}" for j, v in enumerate(r[:13])]
-              + [f"C{j}={v}" for j, v in enumerate(r[13:])] for r in fields]
-    return FeatureHasher(n_features=1 << 20, input_type="string",
-                         alternate_sign=False).transform(tokens)
+BASELINES = {
+    "criteo10k": Baselines(),
+    "movielens": Baselines(c_grid=(0.03, 0.1, 0.3, 1.0, 3.0), leaves=(31, 63, 127)),
+    "synthetic1m": Baselines(c_grid=(0.1, 0.3, 1.0), leaves=(31, 63, 127),
+                             learning_rate=0.1, rounds=1000, min_data_in_leaf=100),
+}
 
 
 def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -81,129 +96,226 @@ def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {"auc": float(roc_auc_score(y, p)), "logloss": float(log_loss(y, p))}
 
 
-def logistic_regression(paths: tuple[Path, Path, Path], seeds: int) -> dict[str, Any]:
+def hashed(frame: Frame, ds: Dataset) -> Any:
+    """One-hot hashed `name=value` tokens (2^20 columns); numbers through the dataset's buckets."""
+    from sklearn.feature_extraction import FeatureHasher
+
+    columns = ([f"{name}=" + ds.buckets(x) for name, x in frame.numbers.items()]
+               + [f"{name}=" + v for name, v in frame.cats.items()])
+    rows: Any = zip(*columns, strict=True)
+    if frame.multi:
+        extra = zip(*([[f"{name}={v}" for v in values] for values in lists]
+                      for name, lists in frame.multi.items()), strict=True)
+        rows = ([*row, *(t for tokens in more for t in tokens)]
+                for row, more in zip(rows, extra, strict=True))
+    return FeatureHasher(n_features=1 << 20, input_type="string",
+                         alternate_sign=False).transform(rows)
+
+
+def logistic_regression(ds: Dataset, space: Baselines, seeds: int) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
 
-    (ytr, ftr), (yva, fva), (yte, fte) = (_rows(p) for p in paths)
-    xtr, xva, xte = _hashed(ftr), _hashed(fva), _hashed(fte)
-    grid = {}
-    for c in (0.01, 0.03, 0.1, 0.3, 1.0):
+    (ytr, yva, yte), (xtr, xva, xte) = ((f.y for f in ds.frames),
+                                        (hashed(f, ds) for f in ds.frames))
+    grid, fit_seconds = {}, {}
+    for c in space.c_grid:
+        t0 = time.perf_counter()
         model = LogisticRegression(C=c, max_iter=2000, solver="liblinear").fit(xtr, ytr)
-        grid[c] = _metrics(yva, model.predict_proba(xva)[:, 1])["auc"]
-    best = max(grid, key=lambda c: grid[c])
-    model = LogisticRegression(C=best, max_iter=2000, solver="liblinear").fit(xtr, ytr)
-    test = _metrics(yte, model.predict_proba(xte)[:, 1])
+        fit_seconds[c] = time.perf_counter() - t0
+        grid[c] = (_metrics(yva, model.predict_proba(xva)[:, 1])["auc"], model)
+    best = max(grid, key=lambda c: grid[c][0])
+    scores = grid[best][1].predict_proba(xte)[:, 1]
+    test = _metrics(yte, scores)
     # Deterministic: the same figure for every seed.
-    return {"model": "hashed logistic regression + log-square count buckets",
-            "selected": {"C": best}, "val_auc_grid": grid, "test": [test] * seeds}
+    return {"model": "hashed logistic regression (liblinear)", "selected": {"C": best},
+            "val_auc_grid": {c: auc for c, (auc, _) in grid.items()},
+            "fit_seconds": fit_seconds, "val": [grid[best][0]] * seeds, "test": [test] * seeds,
+            SCORES: [scores]}
 
 
-def _lgb_frame(fields: list[list[str]], vocab: list[dict[str, int]] | None) -> tuple[Any, Any]:
+def _lgb_frame(frame: Frame, vocab: dict[str, list[str]]) -> Any:
     import pandas as pd
 
-    dense = np.array([[float(v) if v else np.nan for v in r[:13]] for r in fields])
-    cats = [[r[13 + j] for r in fields] for j in range(26)]
-    if vocab is None:
-        vocab = [{v: i for i, v in enumerate(sorted(set(c) - {""}))} for c in cats]
-    frame = pd.DataFrame(dense, columns=[f"I{j}" for j in range(1, 14)])
-    for j, col in enumerate(cats):
-        codes = [vocab[j].get(v, -1) if v else -1 for v in col]
-        frame[f"C{j + 1}"] = pd.Categorical(codes, categories=range(len(vocab[j])))
-    return frame, vocab
+    columns: dict[str, Any] = dict(frame.numbers)
+    for name, values in frame.cats.items():
+        codes = pd.Index(vocab[name]).get_indexer(values)
+        columns[name] = pd.Categorical.from_codes(codes, categories=vocab[name])
+    for name, lists in frame.multi.items():
+        for v in vocab[name]:
+            columns[f"{name}={v}"] = np.array([v in values for values in lists], np.float64)
+    return pd.DataFrame(columns)
 
 
-def lightgbm(paths: tuple[Path, Path, Path], seeds: int) -> dict[str, Any]:
+def _vocabulary(frame: Frame) -> dict[str, list[str]]:
+    import pandas as pd
+
+    vocab = {name: sorted(set(pd.unique(values)) - {""}) for name, values in frame.cats.items()}
+    for name, lists in frame.multi.items():
+        vocab[name] = sorted({v for values in lists for v in values})
+    return vocab
+
+
+def lightgbm(ds: Dataset, space: Baselines, seeds: int) -> dict[str, Any]:
     import lightgbm as lgb
 
-    (ytr, ftr), (yva, fva), (yte, fte) = (_rows(p) for p in paths)
-    xtr, vocab = _lgb_frame(ftr, None)
-    xva, _ = _lgb_frame(fva, vocab)
-    xte, _ = _lgb_frame(fte, vocab)
+    vocab = _vocabulary(ds.frames[0])
+    (xtr, xva, xte), (ytr, yva, yte) = ((_lgb_frame(f, vocab) for f in ds.frames),
+                                        (f.y for f in ds.frames))
 
     def fit(leaves: int, seed: int) -> Any:
-        params = {"objective": "binary", "learning_rate": 0.05, "num_leaves": leaves,
-                  "min_data_in_leaf": 40, "feature_fraction": 0.8, "bagging_fraction": 0.8,
-                  "bagging_freq": 1, "cat_smooth": 10, "seed": seed, "verbose": -1,
-                  "num_threads": 2}
-        return lgb.train(params, lgb.Dataset(xtr, ytr), num_boost_round=2000,
+        params = {"objective": "binary", "learning_rate": space.learning_rate,
+                  "num_leaves": leaves, "min_data_in_leaf": space.min_data_in_leaf,
+                  "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
+                  "cat_smooth": 10, "seed": seed, "verbose": -1, "num_threads": 2}
+        return lgb.train(params, lgb.Dataset(xtr, ytr), num_boost_round=space.rounds,
                          valid_sets=[lgb.Dataset(xva, yva)],
                          callbacks=[lgb.early_stopping(50, verbose=False)])
 
-    grid = {leaves: _metrics(yva, fit(leaves, 0).predict(xva))["auc"] for leaves in (7, 15, 31)}
+    models = {leaves: fit(leaves, 0) for leaves in space.leaves}
+    grid = {leaves: _metrics(yva, m.predict(xva))["auc"] for leaves, m in models.items()}
     best = max(grid, key=lambda k: grid[k])
-    tests = []
+    vals, tests, rounds, scores = [], [], [], []
     for seed in range(seeds):
-        model = fit(best, seed)
-        tests.append(_metrics(yte, model.predict(xte, num_iteration=model.best_iteration)))
-    return {"model": "LightGBM (counts + ids as categories)", "selected": {"num_leaves": best},
-            "val_auc_grid": grid, "test": tests}
+        model = models[best] if seed == 0 else fit(best, seed)
+        vals.append(_metrics(yva, model.predict(xva))["auc"])
+        scores.append(model.predict(xte))
+        tests.append(_metrics(yte, scores[-1]))
+        rounds.append(model.best_iteration)
+    return {"model": "LightGBM (numbers, ids as categories)",
+            "selected": {"num_leaves": best, "learning_rate": space.learning_rate},
+            "val_auc_grid": grid, "best_iterations": rounds, "val": vals, "test": tests,
+            SCORES: scores}
 
 
-def plexrec_model(config: str, paths: tuple[Path, Path, Path], seeds: int, work: Path,
-                  extra: list[str]) -> dict[str, Any]:
+def plexrec_model(ds: Dataset, config: str, extra: list[str], seeds: int, work: Path,
+                  quick: bool) -> dict[str, Any]:
     from plexrec.training.launch import LaunchOptions, run_train
 
-    train, valid, test = paths
-    tests, results = [], []
+    train, valid, test = ds.paths
+    data_keys = sorted(o for o in extra if o.startswith("data."))
+    cache = work / "cache" / hashlib.sha256(repr([config, data_keys]).encode()).hexdigest()[:12]
+    tag = hashlib.sha256(repr([config, extra]).encode()).hexdigest()[:12]
+    vals, tests, runs, scores = [], [], [], []
     for seed in range(seeds):
+        run_dir = work / "runs" / tag / str(seed)
         result = run_train(LaunchOptions(
             config=REPO / "configs" / config, data=str(train), quiet=True,
             overrides=[f"data.valid_path={valid}", f"data.test_path={test}",
-                       f"data.cache_dir={work / 'cache' / str(len(extra))}",
-                       f"train.seed={seed}",
-                       f"train.run_dir={work / 'runs' / config / str(seed)}",
-                       "mlflow.enabled=false", *extra]))
+                       f"data.cache_dir={cache}", f"train.seed={seed}",
+                       f"train.run_dir={run_dir}",
+                       "mlflow.enabled=false", *extra,
+                       *(QUICK_OVERRIDES if quick else [])]))
+        vals.append(result["best_val_auc"])
         tests.append({"auc": result["test_auc"], "logloss": result["test_logloss"]})
-
-        results.append({k: result[k] for k in ("best_val_auc", "best_step", "steps")})
+        runs.append({k: result[k] for k in ("best_val_auc", "best_step", "steps")})
+        labels, logits = run_test_scores(run_dir)
+        if not np.array_equal(labels, ds.frames[2].y):
+            raise SystemExit(f"{config}: the run's test rows are not the split's test rows")
+        scores.append(logits)
     return {"model": f"plexrec {config}", "selected": {"config": config, "overrides": extra},
-            "runs": results, "test": tests}
+            "runs": runs, "val": vals, "test": tests, SCORES: scores}
 
 
-def _summary(entry: dict[str, Any]) -> dict[str, float]:
-    aucs = [t["auc"] for t in entry["test"]]
-    return {"test_auc_mean": statistics.fmean(aucs),
-            "test_auc_std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
-            "test_logloss_mean": statistics.fmean(t["logloss"] for t in entry["test"])}
+def against_baselines(entries: list[dict[str, Any]], labels: np.ndarray, baselines: int) -> None:
+    """Each plexrec entry's test-AUC gap to every baseline, with its paired bootstrap interval
+    over the test rows (bench/paired_auc.py); `best` marks the baseline a user would pick, the
+    one with the best validation AUC."""
+    best = max(entries[:baselines], key=lambda e: e["val_auc_mean"])["label"]
+    for entry in entries[baselines:]:
+        entry["vs_baselines"] = {b["label"]: {**paired_bootstrap(labels, entry[SCORES],
+                                                                   b[SCORES]),
+                                              "best": b["label"] == best}
+                                 for b in entries[:baselines]}
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def run_dataset(name: str, seeds: int, quick: bool, work: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    (work / name).mkdir()
+    ds = DATASETS[name](work / name, quick)
+    prepared = time.perf_counter() - start
+    space = BASELINES[name]
+    jobs: list[tuple[str, Any]] = [
+        ("hashed logistic regression (C on validation)",
+         lambda: logistic_regression(ds, space, seeds)),
+        ("LightGBM (leaves on validation, early stopping)",
+         lambda: lightgbm(ds, space, seeds))]
+    jobs += [(label, lambda c=config, e=extra: plexrec_model(ds, c, e, seeds, work, quick))
+             for config, extra, label in PLEXREC_MODELS[name]]
+    entries = []
+    for label, job in jobs:
+        t0 = time.perf_counter()
+        entry = {"label": label, **job()}
+        val_mean, val_std = _mean_std(entry["val"])
+        test_mean, test_std = _mean_std([t["auc"] for t in entry["test"]])
+        entry.update(val_auc_mean=val_mean, val_auc_std=val_std, test_auc_mean=test_mean,
+                     test_auc_std=test_std,
+                     test_logloss_mean=statistics.fmean(t["logloss"] for t in entry["test"]),
+                     seconds=time.perf_counter() - t0)
+        print(f"[{name}] {label}: val {val_mean:.4f} test {test_mean:.4f} "
+              f"({entry['seconds']:.0f}s)", flush=True)
+        entries.append(entry)
+    against_baselines(entries, ds.frames[2].y, baselines=2)
+    for entry in entries:
+        del entry[SCORES]
+    return {"data": ds.data, "split": ds.split, "baselines": asdict(space),
+            "rows": {part: len(f.y) for part, f in zip(("train", "valid", "test"), ds.frames,
+                                                       strict=True)},
+            "positive_rate": {part: float(f.y.mean()) for part, f in
+                              zip(("train", "valid", "test"), ds.frames, strict=True)},
+            "seeds": seeds, "models": entries, "prepare_seconds": prepared,
+            "seconds": time.perf_counter() - start}
+
+
+def print_table(name: str, section: dict[str, Any]) -> None:
+    print(f"\n### {name} ({section['data']}; {section['seeds']} seed(s); split {section['split']})")
+    baselines = [e["label"] for e in section["models"] if "vs_baselines" not in e]
+    print("| model | val AUC | test AUC | test log loss | "
+          + " | ".join(f"test AUC − {b} [95%]" for b in baselines) + " | selected | s |")
+    print("|---|---:|---:|---:|" + "---:|" * len(baselines) + "---|---:|")
+    for e in section["models"]:
+        gaps = e.get("vs_baselines", {})
+        gap_text = " | ".join(
+            f"{g['diff']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]" if (g := gaps.get(b))
+            else "" for b in baselines)
+        print(f"| {e['label']} | {e['val_auc_mean']:.4f} ± {e['val_auc_std']:.4f} | "
+              f"{e['test_auc_mean']:.4f} ± {e['test_auc_std']:.4f} | "
+              f"{e['test_logloss_mean']:.4f} | {gap_text} | {e['selected']} | "
+              f"{e['seconds']:.0f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default=",".join(DATASETS),
+                        help=f"comma-separated, of {', '.join(DATASETS)}")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="one seed, short plexrec runs")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"one seed, short plexrec runs, 50k synthetic rows; writes "
+                             f"{QUICK_RESULTS} unless --out")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        parser.error(f"unknown dataset {unknown[0]!r} (known: {', '.join(DATASETS)})")
     seeds = 1 if args.quick else args.seeds
-    extra = ["train.max_steps=30"] if args.quick else []
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench_ctr_peers_") as tmp:
-        work = Path(tmp)
-        source = CRITEO_10K
-        if not source.is_file():
-            from plexrec.features.synth import write_criteo
-
-            source = work / "look-alike.txt"
-            write_criteo(source, 10_000, seed=0, progress=False)
-        paths = split_files(source, work)
-        previous = ['data.schema="configs/criteo.toml"', "optim.embedding_lr=0.01"]
-        entries = [logistic_regression(paths, seeds), lightgbm(paths, seeds),
-                   plexrec_model("criteo_dlrm.toml", paths, seeds, work, extra),
-                   plexrec_model("criteo_dcn.toml", paths, seeds, work, extra),
-                   plexrec_model("criteo_autoint.toml", paths, seeds, work, extra),
-                   plexrec_model("criteo_dlrm.toml", paths, seeds, work, [*extra, *previous]),
-                   plexrec_model("criteo_dcn.toml", paths, seeds, work, [*extra, *previous])]
-    for e in entries:
-        e.update(_summary(e))
-        print(f"{e['model']:<58} test AUC {e['test_auc_mean']:.4f} ± {e['test_auc_std']:.4f}  "
-              f"log loss {e['test_logloss_mean']:.4f}  ({e['selected']})")
-    result = {"benchmark": "ctr_peers", "data": "real" if source == CRITEO_10K else "synthetic",
-              "split": {"train": [1, TRAIN], "valid": [TRAIN + 1, VALID],
-                        "test": [VALID + 1, 10_000]},
-              "seeds": seeds, "models": entries, "seconds": time.perf_counter() - start,
-              "machine": platform.processor() or platform.machine(), "quick": args.quick}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out = args.out or (QUICK_RESULTS if args.quick else RESULTS)
+    result = json.loads(out.read_text()) if out.is_file() else {}
+    result = {"benchmark": "ctr_peers", "datasets": result.get("datasets", {})}
+    for name in names:
+        with tempfile.TemporaryDirectory(prefix=f"bench_ctr_peers_{name}_") as tmp:
+            section = run_dataset(name, seeds, args.quick, Path(tmp))
+        section.update(machine=platform.processor() or platform.machine(), quick=args.quick,
+                       measured=time.strftime("%Y-%m-%d"))
+        result["datasets"][name] = section
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    for name in names:
+        print_table(name, result["datasets"][name])
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
