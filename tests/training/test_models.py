@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -111,25 +112,32 @@ def test_ctr_single_process_run_keeps_last_checkpoints(synth: tuple[Path, Path],
     assert not torch.equal(before, fresh.state_dict()[key])
 
 
-def _trained_embedding_norm(synth: tuple[Path, Path], run_dir: Path, *extra: str) -> float:
-    """Frobenius norm of every embedding table after a short seeded run."""
+def _train_and_load(synth: tuple[Path, Path], run_dir: Path, steps: int, *extra: str
+                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A short seeded synthetic run and its unsharded weights after the last step."""
     from plexrec.training.checkpoint import load_unsharded
     from plexrec.training.config import parse_config
     from plexrec.training.launch import LaunchOptions, run_train
     from plexrec.training.tasks.ctr import CtrTask
     from plexrec.training.trainer import RunSpec, training_view
 
-    run_train(LaunchOptions(
+    result = run_train(LaunchOptions(
         config=CONFIGS / "synthetic_dlrm.toml", data=str(synth[1]), quiet=True,
         overrides=[f"train.run_dir={run_dir}", "mlflow.enabled=false", "data.batch_size=128",
-                   "train.max_steps=20", "optim.embedding_lr=0.5", *extra]))
+                   f"train.max_steps={steps}", *extra]))
     spec = RunSpec.load(run_dir / "spec.json")
     cfg = parse_config(spec.config, spec.source)
     task = CtrTask().configure(cfg, PreparedData.open(synth[1]))
     data, _ = training_view(cfg, task, PreparedData.open(synth[1]))
     model = task.build(cfg, data, "cpu").module
-    load_unsharded(run_dir / "checkpoints" / "step-20", model)
-    return float(sum(v.float().norm() ** 2 for k, v in model.state_dict().items()
+    load_unsharded(run_dir / "checkpoints" / f"step-{steps}", model)
+    return result, model.state_dict()
+
+
+def _trained_embedding_norm(synth: tuple[Path, Path], run_dir: Path, *extra: str) -> float:
+    """Frobenius norm of every embedding table after a short seeded run."""
+    _, state = _train_and_load(synth, run_dir, 20, "optim.embedding_lr=0.5", *extra)
+    return float(sum(v.float().norm() ** 2 for k, v in state.items()
                      if k.startswith("layout.ebc.")) ** 0.5)
 
 
@@ -144,25 +152,10 @@ def test_embedding_l2_shrinks_the_looked_up_rows(synth: tuple[Path, Path],
 def _first_order_weights(synth: tuple[Path, Path], run_dir: Path, *extra: str
                          ) -> dict[str, torch.Tensor]:
     """The unsharded weights of a short seeded run with the first-order term."""
-    from plexrec.training.checkpoint import load_unsharded
-    from plexrec.training.config import parse_config
-    from plexrec.training.launch import LaunchOptions, run_train
-    from plexrec.training.tasks.ctr import CtrTask
-    from plexrec.training.trainer import RunSpec, training_view
-
-    result = run_train(LaunchOptions(
-        config=CONFIGS / "synthetic_dlrm.toml", data=str(synth[1]), quiet=True,
-        overrides=[f"train.run_dir={run_dir}", "mlflow.enabled=false", "data.batch_size=128",
-                   "train.max_steps=10", "model.first_order=true", "optim.decay=\"cosine\"",
-                   *extra]))
+    result, state = _train_and_load(synth, run_dir, 10, "model.first_order=true",
+                                    "optim.decay=\"cosine\"", *extra)
     assert 0.5 < result["test_auc"] < 1.0
-    spec = RunSpec.load(run_dir / "spec.json")
-    cfg = parse_config(spec.config, spec.source)
-    task = CtrTask().configure(cfg, PreparedData.open(synth[1]))
-    data, _ = training_view(cfg, task, PreparedData.open(synth[1]))
-    model = task.build(cfg, data, "cpu").module
-    load_unsharded(run_dir / "checkpoints" / "step-10", model)
-    return model.state_dict()
+    return state
 
 
 def test_first_order_tables_train_at_their_own_rate(synth: tuple[Path, Path],
