@@ -48,6 +48,7 @@ class FirstOrder(nn.Module):
         self.feature_names = [s.name for s in specs]
         self.register_buffer("mean", torch.tensor([s.pooling == "mean" for s in specs],
                                                   device=dense_device(device)), persistent=False)
+        self.any_mean = any(s.pooling == "mean" for s in specs)
         self.l2 = l2
         self.ebc = EmbeddingBagCollection(tables=first_order_tables(specs),
                                           device=torch.device(device or "cpu"))
@@ -61,7 +62,7 @@ class FirstOrder(nn.Module):
             kjt = kjt.permute([kjt.keys().index(f) for f in self.feature_names])
         pooled = embedding_l2(self.ebc(kjt).to_dict(), self.l2, self.training)
         weights = torch.stack([pooled[f].sum(dim=1) for f in self.feature_names], dim=1)
-        if bool(self.mean.any()):
+        if self.any_mean:
             lengths = kjt.lengths().view(len(self.feature_names), -1).t()
             divisor = torch.where(self.mean, lengths.clamp(min=1), torch.ones_like(lengths))
             weights = weights / divisor.to(weights.dtype)

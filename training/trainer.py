@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
+from plexrec.features.errors import ConfigError
 from plexrec.features.progress import Progress
 from plexrec.training.checkpoint import (
     BEST,
@@ -146,6 +147,8 @@ class Trainer:
         self.on_eval = on_eval
         self.cfg = parse_config(spec.config, spec.source)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        if on_eval is not None and self.world > 1:
+            raise ConfigError("an evaluation hook needs a single-process run")
         if self.cfg.train.device == "cuda":
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
@@ -189,8 +192,6 @@ class Trainer:
         self.test_loader = loader(self.data, splits.test, batch_size=cfg.data.eval_batch_size,
                                   shuffle=False, seed=0, drop_last=False, **common)
         if len(self.train_loader) == 0:
-            from plexrec.features.errors import ConfigError
-
             raise ConfigError(f"training split has fewer rows per rank than batch_size "
                               f"{cfg.data.batch_size}")
         per_epoch = len(self.train_loader)
@@ -277,15 +278,9 @@ class Trainer:
                 log.info("stopped at step %d: pruned by the evaluation hook", s.step)
 
     def _stop_requested(self, step: int, metrics: dict[str, float]) -> bool:
-        """Rank 0 asks the hook; its answer is broadcast so that every rank stops at once."""
-        stop = self.rank == 0 and self.on_eval is not None and bool(self.on_eval(step, metrics))
-        if self.world > 1:
-            flag = torch.tensor([int(stop)], dtype=torch.int64)
-            if dist.get_backend() == "nccl":
-                flag = flag.cuda()
-            dist.broadcast(flag, src=0)
-            stop = bool(flag.item())
-        return stop
+        """The hook runs in the training process, so only single-process runs have one
+        (`run_train` refuses it otherwise): no rank has to be told."""
+        return self.on_eval is not None and bool(self.on_eval(step, metrics))
 
     def train_step(self, batch: Any) -> tuple[float, torch.Tensor]:
         """One optimisation step (the embedding update runs inside backward)."""
