@@ -1,15 +1,19 @@
-"""Training throughput: the TorchRec trainer (DMP, fused row-wise Adagrad in backward) against a
-plain-PyTorch DLRM of the same shape (nn.EmbeddingBag per feature with sparse gradients and
-Adagrad, Adam for the MLPs; DDP over gloo for two processes), on the same synthetic Criteo batches.
+"""Training throughput: the TorchRec trainer (DMP, fused row-wise Adagrad in backward, TorchRec's
+train pipeline) against a plain-PyTorch DLRM of the same shape (nn.EmbeddingBag per feature with
+sparse gradients and Adagrad, Adam for the MLPs; DDP over gloo for two processes), on the same
+synthetic Criteo batches; plus thread, loop and sharding variants of the TorchRec run and a
+profile of one and two processes by where the time goes.
 
     python bench/bench_training.py [--rows 1000000] [--steps 100] [--quick] [--profile]
 
-Writes bench/results/training.json. Each repeat of each variant is a fresh launch that warms up
-and then times `--steps` steps (batch fetch included); the figure is the median over repeats."""
+Writes bench/results/training.json (and training_profile.json with --profile). Each repeat of
+each variant is a fresh launch that warms up and then times `--steps` steps (batch fetch
+included); the figure is the median over repeats, interleaved across variants."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import socket
@@ -37,11 +41,55 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _config(prepared: Path, batch_size: int, run_dir: Path) -> dict[str, Any]:
+# name -> (kind, processes, threads per process, TorchRec train pipeline, sharding)
+VARIANTS: dict[str, tuple[str, int, int, bool, str]] = {
+    "plain_1proc": ("plain", 1, 1, False, ""),
+    "torchrec_1proc": ("torchrec", 1, 1, True, ""),
+    "torchrec_1proc_plainloop": ("torchrec", 1, 1, False, ""),
+    "plain_1proc_2threads": ("plain", 1, 2, False, ""),
+    "torchrec_1proc_2threads": ("torchrec", 1, 2, True, ""),
+    "plain_2proc": ("plain", 2, 1, False, ""),
+    "torchrec_2proc": ("torchrec", 2, 1, True, ""),
+    "torchrec_2proc_plainloop": ("torchrec", 2, 1, False, ""),
+    "torchrec_2proc_table_wise": ("torchrec", 2, 1, True, "table_wise"),
+    "torchrec_2proc_column_wise": ("torchrec", 2, 1, True, "column_wise"),
+    "torchrec_2proc_small_data_parallel": ("torchrec", 2, 1, True, "small_data_parallel"),
+}
+SMALL_TABLE_ROWS = 10_000
+RATIOS = (
+    ("torchrec_over_plain_1proc", "torchrec_1proc", "plain_1proc"),
+    ("torchrec_over_plain_1proc_2threads", "torchrec_1proc_2threads", "plain_1proc_2threads"),
+    ("torchrec_over_plain_2proc", "torchrec_2proc", "plain_2proc"),
+    ("pipeline_over_plainloop_1proc", "torchrec_1proc", "torchrec_1proc_plainloop"),
+    ("pipeline_over_plainloop_2proc", "torchrec_2proc", "torchrec_2proc_plainloop"),
+    ("torchrec_2threads_over_1thread", "torchrec_1proc_2threads", "torchrec_1proc"),
+    ("torchrec_2proc_over_1proc", "torchrec_2proc", "torchrec_1proc"),
+)
+
+
+def _sharding_overrides(sharding: str, prepared: Path) -> list[str]:
+    """`small_data_parallel`: tables under SMALL_TABLE_ROWS rows replicated on every rank (no
+    all-to-all for them), the rest table-wise; otherwise one sharding type for every table."""
+    if not sharding:
+        return []
+    if sharding != "small_data_parallel":
+        return [f'sharding.default=["{sharding}"]']
+    from plexrec.features.cache import PreparedData
+
+    data = PreparedData.open(prepared)
+    small = [n for n in data.sparse_names if data.cardinality(n) < SMALL_TABLE_ROWS]
+    return ['sharding.default=["table_wise"]',
+            *(f'sharding.tables.t_{n}=["data_parallel"]' for n in small)]
+
+
+def _config(prepared: Path, batch_size: int, run_dir: Path, pipeline: bool = True,
+            sharding: str = "") -> dict[str, Any]:
     from plexrec.training.config import load_config
 
+    loop = "true" if pipeline else "false"
     cfg = load_config(REPO / "configs" / "synthetic_dlrm.toml", [
-        f"data.batch_size={batch_size}", "mlflow.enabled=false", f"train.run_dir={run_dir}"])
+        f"data.batch_size={batch_size}", "mlflow.enabled=false", f"train.run_dir={run_dir}",
+        f"train.pipeline={loop}", *_sharding_overrides(sharding, prepared)])
     raw = cfg.to_dict()
     return {"config": raw, "source": cfg.source, "prepared_dir": str(prepared),
             "run_dir": str(run_dir)}
@@ -93,31 +141,81 @@ def _forever(loader: Any) -> Any:
 
 
 def _torchrec_worker(rank: int, world: int, port: int, spec: dict, steps: int, repeats: int,
-                     out: dict, profile: bool) -> None:
+                     out: dict, profile: bool, threads: int) -> None:
+    """The trainer's own steps: TorchRec's train pipeline, or the plain loop, as configured."""
     from plexrec.training.trainer import RunSpec, Trainer
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     trainer = Trainer(RunSpec(**spec))
     trainer._setup()
-    batches = _forever(trainer.train_loader)
-    batch_size = trainer.cfg.data.batch_size
-    rates = _timed(trainer.train_step, batches, steps, repeats, batch_size * world)
-    if profile and rank == 0:
-        from torch.profiler import ProfilerActivity
-        from torch.profiler import profile as prof
+    trainer.steps.start(_forever(trainer.train_loader))
 
-        with prof(activities=[ProfilerActivity.CPU]) as p:
-            for _ in range(20):
-                trainer.train_step(next(batches))
-        out["profile"] = p.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
-    out[rank] = rates
+    def step(_batch: Any = None) -> None:
+        trainer.steps.next()
+
+    batch_size = trainer.cfg.data.batch_size
+    out[rank] = _timed(step, itertools.repeat(None), steps, repeats, batch_size * world)
+    if rank == 0:
+        out["pipelined"] = trainer.steps.pipelined_modules
+        out["plan"] = plan_types(trainer.plan)
+    if profile:
+        out[f"profile_{rank}"] = _profile(step, trainer.train_loader, 20)
     dist.destroy_process_group()
 
 
+def plan_types(plan: Any) -> dict[str, str]:
+    """table -> the sharding type the planner (or the config's constraint) chose."""
+    from plexrec.training.sharding import plan_to_json
+
+    return {table: str(entry["sharding_type"]) for tables in plan_to_json(plan).values()
+            for table, entry in tables.items()}
+
+
+# Where a profiled op's self time goes, by its name (first match wins).
+CATEGORIES = (
+    ("communication", ("all_to_all", "alltoall", "allreduce", "all_reduce", "gloo", "c10d",
+                       "_dist]", "wait", "barrier", "broadcast", "allgather")),
+    ("embedding look-up and update", ("fbgemm", "[lookup]", "embedding", "bounds_check",
+                                      "segment", "jagged", "permute", "sparse")),
+    ("interaction", ("bmm", "Bmm", "index_select", "aten::cat", "stack", "transpose",
+                     "flatten")),
+    ("MLPs and dense optimizer", ("addmm", "aten::mm", "relu", "threshold", "Adam", "linear",
+                                  "sigmoid", "binary_cross_entropy", "aten::t")),
+)
+
+
+def _profile(step: Any, loader: Any, n: int) -> dict[str, Any]:
+    """Self CPU time of `n` steps by category, and the batch fetch timed alone (the loader builds
+    the batches the steps consume; in the steps it is part of "other")."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
+
+    with prof(activities=[ProfilerActivity.CPU]) as p:
+        start = time.perf_counter()
+        for _ in range(n):
+            step()
+        wall = time.perf_counter() - start
+    totals: dict[str, float] = {}
+    for event in p.key_averages():
+        category = next((c for c, keys in CATEGORIES if any(k in event.key for k in keys)),
+                        "other")
+        totals[category] = totals.get(category, 0.0) + event.self_cpu_time_total / 1e6
+    batches = _forever(loader)
+    start = time.perf_counter()
+    for _ in range(n):
+        next(batches)
+    return {"steps": n, "wall_seconds_per_step": wall / n,
+            "data_loading_seconds_per_step": (time.perf_counter() - start) / n,
+            "self_seconds_per_step": {k: v / n for k, v in sorted(totals.items(),
+                                                                 key=lambda kv: -kv[1])},
+            "top_ops": p.key_averages().table(sort_by="self_cpu_time_total",
+                                              row_limit=15).splitlines()}
+
+
 def _plain_worker(rank: int, world: int, port: int, spec: dict, steps: int, repeats: int,
-                  out: dict, profile: bool) -> None:
+                  out: dict, profile: bool, threads: int) -> None:
     import torch.nn.functional as F
 
     from plexrec.features.batching import BatchLoader
@@ -127,7 +225,7 @@ def _plain_worker(rank: int, world: int, port: int, spec: dict, steps: int, repe
     from plexrec.training.tasks import task_for
     from plexrec.training.trainer import training_view
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     cfg = parse_config(spec["config"], spec["source"])
@@ -160,18 +258,26 @@ def _plain_worker(rank: int, world: int, port: int, spec: dict, steps: int, repe
     dist.destroy_process_group()
 
 
-def measure(kind: str, world: int, spec: dict, steps: int, repeats: int,
+def measure(variant: str, work: Path, prepared: Path, batch_size: int, steps: int,
             profile: bool = False) -> dict[str, Any]:
+    """One fresh launch of `variant`: its timed window (rank 0) and what it ran with."""
+    kind, world, threads, pipeline, sharding = VARIANTS[variant]
+    spec = _config(prepared, batch_size, work / "run", pipeline, sharding)
     worker = _torchrec_worker if kind == "torchrec" else _plain_worker
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(worker, args=(world, _free_port(), spec, steps, repeats, out, profile),
+        mp.spawn(worker, args=(world, _free_port(), spec, steps, 1, out, profile, threads),
                  nprocs=world, join=True)
         result = dict(out)
-    rates = result[0]
-    entry = {"examples_per_sec": statistics.median(rates), "windows": rates}
-    if "profile" in result:
-        entry["profile"] = result["profile"]
+    entry: dict[str, Any] = {"windows": result[0]}
+    for key in ("pipelined", "plan"):
+        if key in result:
+            entry[key] = result[key]
+    profiles = {f"rank{r}": result[f"profile_{r}"] for r in range(world)
+                if f"profile_{r}" in result}
+    if profiles:
+        entry["profile"] = profiles
     return entry
 
 
@@ -199,51 +305,73 @@ def main(argv: list[str] | None = None) -> int:
                         default=Path(tempfile.gettempdir()) / "plexrec-bench-training")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "training.json")
     parser.add_argument("--quick", action="store_true", help="100k rows, 10-step windows")
-    parser.add_argument("--profile", action="store_true", help="torch.profiler of TorchRec")
-    parser.add_argument("--variants", default="plain_1proc,torchrec_1proc,plain_2proc,"
-                        "torchrec_2proc", help="comma-separated subset to run")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile torchrec_1proc and torchrec_2proc by category")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated subset of " + ", ".join(VARIANTS))
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}")
     if args.quick:
         args.rows, args.steps = min(args.rows, 100_000), 10
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     start = time.perf_counter()
     prepared = prepare_data(args.rows, args.work)
     print(f"data: {args.rows} rows prepared in {prepared} "
           f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
-    spec = _config(prepared, args.batch_size, args.work / "run")
-    wanted = [v for v in ("plain_1proc", "torchrec_1proc", "plain_2proc", "torchrec_2proc")
-              if v in args.variants.split(",")]
+    wanted = [v for v in VARIANTS if v in args.variants.split(",")]
     windows: dict[str, list[float]] = {v: [] for v in wanted}
-    profile_text = ""
+    details: dict[str, dict[str, Any]] = {}
+    profiles: dict[str, Any] = {}
     # Repeats are separate launches, interleaved across variants, so a burst of load from other
     # processes on the machine hits all variants alike rather than one of them.
     for repeat in range(args.repeats):
         for variant in wanted:
-            kind, world = variant.split("_")[0], int(variant.split("_")[1][0])
-            entry = measure(kind, world, spec, args.steps, 1,
-                            profile=args.profile and repeat == 0 and variant == "torchrec_1proc")
-            windows[variant] += entry["windows"]
-            profile_text = entry.get("profile", profile_text)
-            print(f"repeat {repeat}: {variant:15s} {entry['examples_per_sec']:>10,.0f} "
-                  "examples/s", file=sys.stderr)
-    results: dict[str, Any] = {v: {"examples_per_sec": statistics.median(w), "windows": w}
-                               for v, w in windows.items()}
-    for variant, entry in results.items():
-        print(f"{variant:15s} median {entry['examples_per_sec']:>10,.0f} examples/s",
-              file=sys.stderr)
-    if profile_text:
-        print(profile_text, file=sys.stderr)
-    speedup = {f"{w}proc": results[f"torchrec_{w}proc"]["examples_per_sec"]
-               / results[f"plain_{w}proc"]["examples_per_sec"] for w in (1, 2)
-               if f"torchrec_{w}proc" in results and f"plain_{w}proc" in results}
+            entry = measure(variant, args.work, prepared, args.batch_size, args.steps,
+                            profile=args.profile and repeat == 0
+                            and variant in ("torchrec_1proc", "torchrec_2proc"))
+            windows[variant] += entry.pop("windows")
+            if "profile" in entry:
+                profiles[variant] = entry.pop("profile")
+            details[variant] = entry
+            print(f"repeat {repeat}: {variant:36s} {windows[variant][-1]:>10,.0f} examples/s",
+                  file=sys.stderr)
+    results = {v: {"examples_per_sec": statistics.median(w), "windows": w, **details[v]}
+               for v, w in windows.items()}
+    rate = {v: float(r["examples_per_sec"]) for v, r in results.items()}
+    for variant, value in rate.items():
+        print(f"{variant:36s} median {value:>10,.0f} examples/s", file=sys.stderr)
+    ratios: dict[str, Any] = {name: rate[a] / rate[b] for name, a, b in RATIOS
+                              if a in rate and b in rate}
+    two_cores = [v for v in rate if VARIANTS[v][0] == "torchrec"
+                 and VARIANTS[v][1] * VARIANTS[v][2] == 2]
+    if two_cores and "torchrec_1proc" in rate:
+        best = max(two_cores, key=rate.__getitem__)
+        ratios["best_two_core_variant"] = best
+        ratios["best_two_core_over_1proc_1thread"] = rate[best] / rate["torchrec_1proc"]
+    planner = results.get("torchrec_2proc", {}).get("plan")
     report = {"rows": args.rows, "batch_size": args.batch_size, "steps": args.steps,
-              "repeats": args.repeats, "model": "dlrm per_feature dim 16", "results": results,
-              "speedup_torchrec_over_plain": speedup, "target_1proc": 1.5,
-              "cpu_threads_per_process": 1, "load_average_at_end": os.getloadavg(),
-              "torchrec_1proc_profile": profile_text.splitlines()}
+              "repeats": args.repeats, "model": "dlrm per_feature dim 16",
+              "variants": {v: dict(zip(("kind", "processes", "threads_per_process",
+                                        "train_pipeline", "sharding"), VARIANTS[v], strict=True))
+                           for v in wanted},
+              "results": results, "ratios": ratios,
+              "planner_2proc_sharding_types": sorted(set(planner.values())) if planner else None,
+              "targets": {"torchrec_over_plain_1proc": 2.0, "torchrec_2proc_over_1proc": 1.7,
+                          "best_two_core_over_1proc_1thread": 1.6},
+              "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({"speedup_torchrec_over_plain": speedup}))
+    if profiles:
+        args.out.with_name(args.out.stem + "_profile.json").write_text(
+            json.dumps(profiles, indent=2) + "\n")
+        for variant, ranks in profiles.items():
+            p0 = ranks["rank0"]
+            print(f"{variant} rank 0: {p0['wall_seconds_per_step'] * 1e3:.1f} ms/step; batch "
+                  f"fetch alone {p0['data_loading_seconds_per_step'] * 1e3:.1f} ms; " + ", ".join(
+                      f"{k} {v * 1e3:.1f} ms" for k, v in p0["self_seconds_per_step"].items()),
+                  file=sys.stderr)
+    print(json.dumps({"ratios": ratios}))
     return 0
 
 

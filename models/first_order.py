@@ -17,7 +17,14 @@ import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 
-from plexrec.models.layouts.base import SparseFeatureSpec, TableReport, dense_device, table_report
+from plexrec.models.layouts.base import (
+    BagLengths,
+    KeySelect,
+    SparseFeatureSpec,
+    TableReport,
+    dense_device,
+    table_report,
+)
 from plexrec.models.regularization import embedding_l2
 
 TABLE_PREFIX = "w_"
@@ -50,6 +57,8 @@ class FirstOrder(nn.Module):
                                                   device=dense_device(device)), persistent=False)
         self.any_mean = any(s.pooling == "mean" for s in specs)
         self.l2 = l2
+        self.select = KeySelect(self.feature_names, "first-order term")
+        self.bag_lengths = BagLengths(self.select)
         self.ebc = EmbeddingBagCollection(tables=first_order_tables(specs),
                                           device=torch.device(device or "cpu"))
         self.dense = nn.Linear(num_dense, 1) if num_dense else None
@@ -58,12 +67,11 @@ class FirstOrder(nn.Module):
             nn.init.zeros_(self.dense.bias)
 
     def forward(self, dense: torch.Tensor, kjt: KeyedJaggedTensor) -> torch.Tensor:
-        if list(kjt.keys()) != self.feature_names:
-            kjt = kjt.permute([kjt.keys().index(f) for f in self.feature_names])
-        pooled = embedding_l2(self.ebc(kjt).to_dict(), self.l2, self.training)
+        tables = self.ebc(self.select(kjt)).to_dict()
+        pooled = embedding_l2({f: tables[f] for f in self.feature_names}, self.l2, self.training)
         weights = torch.stack([pooled[f].sum(dim=1) for f in self.feature_names], dim=1)
         if self.any_mean:
-            lengths = kjt.lengths().view(len(self.feature_names), -1).t()
+            lengths = self.bag_lengths(kjt).t()
             divisor = torch.where(self.mean, lengths.clamp(min=1), torch.ones_like(lengths))
             weights = weights / divisor.to(weights.dtype)
         logit = weights.sum(dim=1)

@@ -24,9 +24,17 @@ class _L2Grad(torch.autograd.Function):
         return grad + ctx.scale * x, None
 
 
+def _with_l2(vector: torch.Tensor, l2: float) -> torch.Tensor:
+    return _L2Grad.apply(vector, 2.0 * l2 / max(vector.shape[0], 1))
+
+
+# One opaque call in a traced graph (TorchRec's train pipeline traces the models with torch.fx).
+torch.fx.wrap("_with_l2")
+
+
 def embedding_l2(vectors: dict[str, torch.Tensor], l2: float, training: bool
                  ) -> dict[str, torch.Tensor]:
     """`vectors` ([B, d] per feature) with the L2 penalty's gradient attached when training."""
     if not training or l2 <= 0:
         return vectors
-    return {name: _L2Grad.apply(v, 2.0 * l2 / max(v.shape[0], 1)) for name, v in vectors.items()}
+    return {name: _with_l2(v, l2) for name, v in vectors.items()}

@@ -117,8 +117,13 @@ def load_checkpoint(path: Path, state: dict[str, Any]) -> dict[str, Any]:
 
 def load_unsharded(path: Path, module: torch.nn.Module, key: str = "model") -> None:
     """Reads the full (unsharded) weights of a sharded checkpoint into a plain module, in one
-    process: what export and MLflow model logging need."""
-    sd = module.state_dict()
-    wrapped = {key: sd}
+    process: what export and MLflow model logging need. The trainer shards the model inside a
+    TrainStep, whose keys carry its prefix; checkpoints written before it have none."""
+    from plexrec.training.train_step import PREFIX
+
+    stored = set(dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata)
+    own = module.state_dict()
+    prefix = "" if {f"{key}.{k}" for k in own} <= stored else PREFIX
+    wrapped = {key: {prefix + k: v for k, v in own.items()}}
     dcp.load(wrapped, checkpoint_id=str(path), no_dist=True)
-    module.load_state_dict(wrapped[key])
+    module.load_state_dict({k[len(prefix):]: v for k, v in wrapped[key].items()})

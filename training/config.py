@@ -9,8 +9,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from plexrec.features.config import Section, apply_overrides, load_toml, parse_section
 from plexrec.features.errors import ConfigError
+from plexrec.training.export_config import ExportConfig
 
 DEVICES = ("cpu", "cuda")
 DECAYS = ("none", "linear", "cosine", "exponential")
@@ -83,6 +86,8 @@ class TrainConfig(Section):
     runs_root: str = "runs"
     device: str = "cpu"
     log_every: int = 20
+    pipeline: bool = True
+    threads: int = Field(0, ge=0)
 
 
 class ShardingConfig(Section):
@@ -108,6 +113,7 @@ class RunConfig(Section):
     sharding: ShardingConfig = ShardingConfig()
     mlflow: MlflowConfig = MlflowConfig()
     retrieval: dict[str, Any] = {}
+    export: ExportConfig = ExportConfig()
     source: str = "<memory>"
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from plexrec.training.final_fit import maybe_final_fit
 from plexrec.training.run_dirs import default_cache_dir, run_dir_for
 from plexrec.training.sharding import check_constraints, check_sharding_types
 from plexrec.training.tasks import check_model_kind, task_for
+from plexrec.training.threads import threads_per_process
 from plexrec.training.trainer import EvalHook, RunSpec
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,8 @@ def run_train(opts: LaunchOptions) -> dict[str, Any]:
         return maybe_final_fit(opts, spec.config, result, run_train)
     port = opts.master_port or (free_port() if opts.nnodes == 1 else 29500)
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
+    env["OMP_NUM_THREADS"] = str(threads_per_process(
+        int(spec.config["train"].get("threads", 0)), opts.nproc))
     cmd = torchrun_command(opts, spec_path, port)
     log.info("launching: %s", " ".join(cmd))
     proc = subprocess.run(cmd, env=env, stdout=sys.stderr, check=False)

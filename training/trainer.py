@@ -38,10 +38,12 @@ from plexrec.training.checkpoint import (
     set_rng_state,
 )
 from plexrec.training.config import RunConfig, parse_config
+from plexrec.training.pipeline import Steps
 from plexrec.training.sharding import check_constraints, plan_summary, shard_model
 from plexrec.training.task import Task
 from plexrec.training.tasks import task_for
 from plexrec.training.tracking import Tracker
+from plexrec.training.train_step import TrainStep, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +177,8 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self.built = self.task.build(cfg, self.data, "meta")
         constraints = check_constraints(cfg, self.built.table_names)
-        self.model, self.plan = shard_model(self.built.module, cfg, constraints, self.device)
+        self.model, self.plan = shard_model(TrainStep(self.built.module, self.task), cfg,
+                                            constraints, self.device)
         dense_params = dict(in_backward_optimizer_filter(self.model.named_parameters()))
         self.dense_opt = KeyedOptimizerWrapper(dense_params, _dense_optimizer(cfg))
         self.fused_opt = self.model.fused_optimizer
@@ -183,6 +186,8 @@ class Trainer:
         # own); the schedule scales every group's base rate by the same factor.
         self.fused_base_lr = [float(g["lr"]) for g in self.fused_opt.param_groups]
         self.optimizer = CombinedOptimizer([self.fused_opt, self.dense_opt])
+        self.steps = Steps(self.model, self.dense_opt, self.device, self._set_lr, self.train_step,
+                           cfg.train.pipeline)
         loader = self.task.loader
         common = {"rank": self.rank, "world_size": self.world}
         self.train_loader = loader(self.data, splits.train, batch_size=cfg.data.batch_size,
@@ -243,12 +248,14 @@ class Trainer:
         return factor
 
     def evaluate(self, loader: Any) -> dict[str, float]:
+        self.steps.pause()
         self.model.eval()
         evaluator = self.task.evaluator()
+        model = unwrap(self.model)
         with torch.no_grad():
             for batch in loader:
                 batch = self.task.to_device(batch, self.device)
-                evaluator.update(batch, self.task.forward(self.model, batch))
+                evaluator.update(batch, self.task.forward(model, batch))
         self.model.train()
         return evaluator.compute()
 
@@ -286,7 +293,7 @@ class Trainer:
         """One optimisation step (the embedding update runs inside backward)."""
         batch = self.task.to_device(batch, self.device)
         factor = self._set_lr()
-        loss = self.task.loss(batch, self.task.forward(self.model, batch))
+        loss, _ = self.model(batch)
         loss.backward()
         self.dense_opt.step()
         self.optimizer.zero_grad()
@@ -304,14 +311,15 @@ class Trainer:
             bar = Progress(f"epoch {epoch}", total=len(self.train_loader), unit="batches",
                            enabled=show_bar, initial=s.batch_in_epoch, leave=False)
             tick = time.perf_counter()
-            for batch in self.train_loader:
-                factor, loss = self.train_step(batch)
+            self.steps.start(iter(self.train_loader))
+            while (done := self.steps.next()) is not None:
+                factor, loss = done
                 now = time.perf_counter()
                 s.train_seconds += now - tick
                 tick = now
                 s.step += 1
                 s.batch_in_epoch += 1
-                s.examples += self.task.batch_size(batch) * self.world
+                s.examples += self.cfg.data.batch_size * self.world
                 if s.step % cfg.train.log_every == 0:
                     mean_loss = _all_mean(float(loss.detach()))
                     rate = s.examples / max(s.train_seconds, 1e-9)
@@ -376,10 +384,12 @@ class Trainer:
             "early_stopped": s.stopped,
             "pruned": s.pruned,
             "world_size": self.world,
+            "pipelined_modules": self.steps.pipelined_modules,
             "run_dir": str(self.run_dir),
             "rows": self.split_sizes,
             "unseen_values": self.unseen,
         }
+        result.update(getattr(self.task, "result_info", dict)())
         final_metrics = getattr(self.task, "final_metrics", None)
         model = None
         if final_metrics is not None:

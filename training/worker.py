@@ -19,6 +19,7 @@ import torch.distributed as dist
 from plexrec.features.errors import PlexrecError
 from plexrec.features.logs import configure_logging
 from plexrec.training import third_party_warnings
+from plexrec.training.threads import apply_threads
 from plexrec.training.trainer import EvalHook, RunSpec, Trainer
 
 
@@ -39,7 +40,11 @@ def run_worker(spec: RunSpec, init_method: str | None = None,
     """Initialises the process group (from torchrun's env, or `init_method` for one process),
     trains, and tears the group down."""
     third_party_warnings.silence()
-    backend = backend_for(spec.config.get("train", {}).get("device", "cpu"))
+    train = spec.config.get("train", {})
+    threads = apply_threads(int(train.get("threads", 0)),
+                            int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    logging.getLogger(__name__).info("%d intra-op thread(s) per process", threads)
+    backend = backend_for(train.get("device", "cpu"))
     if init_method:
         dist.init_process_group(backend, init_method=init_method, rank=0, world_size=1,
                                 timeout=timedelta(minutes=30))

@@ -212,6 +212,59 @@ def dense_device(device: torch.device | str | None) -> torch.device:
     return torch.device("cpu") if dev.type == "meta" else dev
 
 
+class KeySelect(nn.Module):
+    """forward(kjt) -> the KJT of `feature_names` in that order (the batch may carry other
+    features or another order). A parameter-free module of its own, so TorchRec's train pipeline
+    can trace a model around it and run it in the input-distribution stage."""
+
+    def __init__(self, feature_names: Sequence[str], where: str = "layout") -> None:
+        super().__init__()
+        self.feature_names = list(feature_names)
+        self.where = where
+        self._orders: dict[tuple[str, ...], list[int]] = {}
+
+    def forward(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        keys = tuple(kjt.keys())
+        if list(keys) == self.feature_names:
+            return kjt
+        order = self._orders.get(keys)
+        if order is None:
+            position = {k: i for i, k in enumerate(keys)}
+            missing = [f for f in self.feature_names if f not in position]
+            if missing:
+                raise ConfigError(f"{self.where}: batch lacks sparse feature(s) {missing}; "
+                                  f"it has {list(keys)}")
+            order = [position[f] for f in self.feature_names]
+            self._orders[keys] = order
+        return kjt.permute(order)
+
+
+class BagLengths(nn.Module):
+    """forward(kjt) -> [features, B] bag lengths in `select`'s order (for mean pooling)."""
+
+    def __init__(self, select: KeySelect) -> None:
+        super().__init__()
+        self.select = select
+
+    def forward(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
+        return self.select(kjt).lengths().view(len(self.select.feature_names), -1)
+
+
+class LayoutInput(nn.Module):
+    """forward(kjt) -> the EBC's KJT: the layout's features selected, then its vectorised id
+    transform. Parameter-free (the layout's buffers are read through a reference that is not a
+    submodule), so TorchRec's train pipeline runs it as a post-processing module, off the
+    critical path, and the EBC itself is pipelined."""
+
+    def __init__(self, layout: LayoutModule) -> None:
+        super().__init__()
+        object.__setattr__(self, "_layout", layout)
+
+    def forward(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        layout: LayoutModule = self.__dict__["_layout"]
+        return layout.transform(layout.select(kjt))
+
+
 class LayoutModule(nn.Module, ABC):
     """forward(kjt) -> {feature: [B, dim]}. Subclasses supply transform() (the vectorised id
     remap into the EBC's keys) and combine() (pooled EBC outputs -> per-feature tensors)."""
@@ -223,23 +276,9 @@ class LayoutModule(nn.Module, ABC):
         self.dim = dim
         self.mean_features = list(mean_features)
         self.ebc = ebc
-        self._select_cache: dict[tuple[str, ...], list[int]] = {}
-
-    def select(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
-        """The layout's features in layout order (the batch may carry other features too)."""
-        keys = tuple(kjt.keys())
-        if list(keys) == self.feature_names:
-            return kjt
-        order = self._select_cache.get(keys)
-        if order is None:
-            position = {k: i for i, k in enumerate(keys)}
-            missing = [f for f in self.feature_names if f not in position]
-            if missing:
-                raise ConfigError(f"layout: batch lacks sparse feature(s) {missing}; "
-                                  f"it has {list(keys)}")
-            order = [position[f] for f in self.feature_names]
-            self._select_cache[keys] = order
-        return kjt.permute(order)
+        self.select = KeySelect(self.feature_names)
+        self.bag_lengths = BagLengths(self.select)
+        self.ebc_input = LayoutInput(self)
 
     @staticmethod
     def key_index(kjt: KeyedJaggedTensor) -> torch.Tensor:
@@ -258,10 +297,9 @@ class LayoutModule(nn.Module, ABC):
         """Pooled EBC outputs -> {feature: [B, dim]}."""
 
     def forward(self, kjt: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
-        kjt = self.select(kjt)
-        out = self.combine(self.ebc(self.transform(kjt)).to_dict())
+        out = self.combine(self.ebc(self.ebc_input(kjt)).to_dict())
         if self.mean_features:
-            lengths = kjt.lengths().view(len(self.feature_names), -1)
+            lengths = self.bag_lengths(kjt)
             for name in self.mean_features:
                 count = lengths[self.feature_names.index(name)].clamp(min=1)
                 out[name] = out[name] / count.unsqueeze(1).to(out[name].dtype)
