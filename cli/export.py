@@ -18,12 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="a run directory (or one of its checkpoints/step-N)")
     p.add_argument("--out", type=Path, default=Path("snapshots"),
                    help="snapshot root; the version becomes a subdirectory")
+    p.add_argument("--vector-dtype", default=None, metavar="DTYPE",
+                   help="store the vectors as float32, float16, int8 or binary (default: the "
+                        "run config's [export] vector_dtype, float32 unless set)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from plexrec.training.export import export_run
 
-    result = export_run(args.out, run_id=args.run_id, checkpoint=args.checkpoint)
+    result = export_run(args.out, run_id=args.run_id, checkpoint=args.checkpoint,
+                        vector_dtype=args.vector_dtype)
     print(json.dumps(result.to_json()), flush=True)
     return 0

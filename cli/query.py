@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     emb.add_argument("--entity", choices=("user", "item"), required=True,
                      help="whose vectors: user or item")
     emb.add_argument("--ids", type=_id_list, required=True, help="comma-separated ids")
+    emb.add_argument("--encoding", choices=("float32", "stored"), default="float32",
+                     help="float32 (decoded by the server) or stored (the snapshot's codes and "
+                          "scales, decoded here); the vectors printed are float32 either way")
+    emb.add_argument("--width", type=int, default=0,
+                     help="only the first WIDTH values of each vector (0: all)")
     emb.set_defaults(func=run_embeddings)
     ret = q.add_parser("retrieve", help="top-k items for a user")
     ret.add_argument("--user", type=int, default=None, help="known user id")
@@ -47,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help='raw user features as JSON, e.g. {"age": "31", "genres": "a|b"}')
     ret.add_argument("--k", type=int, default=10, help="how many items to return")
     ret.add_argument("--exclude", type=_id_list, default=[], help="item ids to leave out")
+    ret.add_argument("--width", type=int, default=0,
+                     help="score by the first WIDTH values of the vectors (0: all)")
     ret.set_defaults(func=run_retrieve)
 
 
@@ -78,7 +85,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_embeddings(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        r = client.embeddings(args.entity, args.ids, args.snapshot_version)
+        r = client.embeddings(args.entity, args.ids, args.snapshot_version,
+                              encoding=args.encoding, width=args.width)
     print(json.dumps({"version": r.version, "found_ids": r.found_ids.tolist(),
                       "missing_ids": r.missing_ids.tolist(),
                       "vectors": r.vectors.tolist()}))
@@ -98,7 +106,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
             raise ConfigError("--features: expected a JSON object of name -> value")
     with _client(args) as client:
         r = client.retrieve(user_id=args.user, user_features=features, k=args.k,
-                            exclude=args.exclude, version=args.snapshot_version)
+                            exclude=args.exclude, version=args.snapshot_version,
+                            width=args.width)
     print(json.dumps({"version": r.version, "item_ids": r.item_ids.tolist(),
                       "scores": [round(float(s), 6) for s in r.scores]}))
     return 0

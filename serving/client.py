@@ -12,10 +12,12 @@ import grpc
 import numpy as np
 
 from plexrec.features.errors import PlexrecError
+from plexrec.models.vector_codecs import CODECS, CodecError
 from plexrec.proto.plexrec.v1 import plexrec_pb2 as pb
 from plexrec.proto.plexrec.v1 import plexrec_pb2_grpc as pb_grpc
 
 ENTITIES = {"user": pb.USER, "item": pb.ITEM}
+ENCODINGS = {"float32": pb.ENCODING_FLOAT32, "stored": pb.ENCODING_STORED}
 
 
 class ServingError(PlexrecError):
@@ -27,6 +29,8 @@ class ServingError(PlexrecError):
 
 
 class Embeddings(NamedTuple):
+    """`vectors` are float32, whatever encoding came over the wire."""
+
     found_ids: np.ndarray
     vectors: np.ndarray
     missing_ids: np.ndarray
@@ -39,9 +43,34 @@ class Retrieved(NamedTuple):
     version: str
 
 
-def decode_embeddings(response: pb.GetEmbeddingsResponse) -> Embeddings:
-    """The packed little-endian float32 bytes as a [found, width] array."""
-    vectors = np.frombuffer(response.vectors, dtype="<f4").reshape(-1, max(response.width, 1))
+def decode_embeddings(response: pb.GetEmbeddingsResponse,
+                      rotation: np.ndarray | None = None) -> Embeddings:
+    """The response's vectors as float32 [found, width]: float32 bytes as they are, stored codes
+    decoded as the proto's comments say (`rotation`: GetModelInfoResponse.rotation as a
+    [width, width] matrix, needed when the response is `rotated`)."""
+    dtype = response.dtype or "float32"
+    codec = CODECS.get(dtype)
+    if codec is None:
+        raise PlexrecError(f"GetEmbeddings answered dtype {dtype!r}, which this client cannot "
+                           f"decode (known: {', '.join(CODECS)})")
+    n, width = len(response.found_ids), max(response.width, 1)
+    code_bytes = n * codec.code_width(width) * codec.code_dtype.itemsize
+    scale_bytes = 4 * n if codec.has_scale else 0
+    if len(response.vectors) != code_bytes or len(response.scales) != scale_bytes:
+        raise PlexrecError(f"GetEmbeddings answered {len(response.vectors)} vector bytes and "
+                           f"{len(response.scales)} scale bytes for {n} {dtype} vectors of "
+                           f"width {width}; expected {code_bytes} and {scale_bytes}")
+    if response.rotated and rotation is None:
+        raise PlexrecError(f"version {response.version} stores rotated binary codes: decoding "
+                           "needs its rotation (GetModelInfo)")
+    codes = np.frombuffer(response.vectors, dtype=codec.code_dtype).reshape(
+        n, codec.code_width(width))
+    scales = np.frombuffer(response.scales, dtype="<f4") if codec.has_scale else None
+    try:
+        vectors = codec.decode(codes, scales, width, rotation if response.rotated else None)
+    except CodecError as exc:
+        raise PlexrecError(f"cannot decode the {dtype} vectors of version "
+                           f"{response.version}: {exc}") from None
     return Embeddings(np.asarray(response.found_ids, dtype=np.int64), vectors,
                       np.asarray(response.missing_ids, dtype=np.int64), response.version)
 
@@ -57,12 +86,14 @@ def _entity(entity: str | int) -> pb.Entity:
 
 def retrieve_request(*, user_id: int | None = None, user_features: Mapping[str, str] | None = None,
                      vector: Sequence[float] | np.ndarray | None = None, k: int = 10,
-                     exclude: Iterable[int] = (), version: str = "") -> pb.RetrieveRequest:
-    """Exactly one of user_id, user_features, vector."""
+                     exclude: Iterable[int] = (), version: str = "",
+                     width: int = 0) -> pb.RetrieveRequest:
+    """Exactly one of user_id, user_features, vector; `width` > 0 scores by that prefix."""
     given = [x is not None for x in (user_id, user_features, vector)]
     if sum(given) != 1:
         raise PlexrecError("retrieve needs exactly one of user_id, user_features, vector")
-    request = pb.RetrieveRequest(k=k, exclude_item_ids=list(exclude), version=version)
+    request = pb.RetrieveRequest(k=k, exclude_item_ids=list(exclude), version=version,
+                                 width=width)
     if user_id is not None:
         request.user_id = int(user_id)
     elif user_features is not None:
@@ -108,6 +139,7 @@ class EmbeddingClient:
                         else grpc.insecure_channel(target, options=options))
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.stub = pb_grpc.EmbeddingServiceStub(self.channel)
+        self._rotations: dict[str, np.ndarray] = {}
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
@@ -120,19 +152,40 @@ class EmbeddingClient:
         return {"version": r.version, "width": r.width, "user_count": r.user_count,
                 "item_count": r.item_count, "run_id": r.run_id, "index_kind": r.index_kind,
                 "partitions": r.partitions, "metrics": dict(r.metrics),
-                "has_user_tower": r.has_user_tower, "loaded_versions": list(r.loaded_versions)}
+                "has_user_tower": r.has_user_tower, "loaded_versions": list(r.loaded_versions),
+                "dtype": r.dtype or "float32"}
 
-    def embeddings(self, entity: str | int, ids: Iterable[int], version: str = "") -> Embeddings:
+    def rotation(self, version: str) -> np.ndarray:
+        """The binary rotation of a version (GetModelInfo), fetched once per version."""
+        if version not in self._rotations:
+            r = self._call(self.stub.GetModelInfo, pb.GetModelInfoRequest(version=version))
+            if len(r.rotation) != 4 * r.width * r.width:
+                raise PlexrecError(f"version {version} has no rotation of width {r.width} "
+                                   f"({len(r.rotation)} bytes)")
+            self._rotations[version] = np.frombuffer(r.rotation, dtype="<f4").reshape(
+                r.width, r.width)
+        return self._rotations[version]
+
+    def embeddings(self, entity: str | int, ids: Iterable[int], version: str = "", *,
+                   encoding: str = "float32", width: int = 0) -> Embeddings:
+        """Vectors of ids as float32; `encoding="stored"` has the server send the stored codes
+        and scales (fewer bytes), decoded here; `width` > 0 asks for that prefix."""
+        if encoding not in ENCODINGS:
+            raise PlexrecError(f"encoding must be one of {', '.join(ENCODINGS)}, got "
+                               f"{encoding!r}")
         request = pb.GetEmbeddingsRequest(entity=_entity(entity), ids=[int(i) for i in ids],
-                                          version=version)
-        return decode_embeddings(self._call(self.stub.GetEmbeddings, request))
+                                          version=version, encoding=ENCODINGS[encoding],
+                                          width=width)
+        response = self._call(self.stub.GetEmbeddings, request)
+        rotation = self.rotation(response.version) if response.rotated else None
+        return decode_embeddings(response, rotation)
 
     def retrieve(self, *, user_id: int | None = None,
                  user_features: Mapping[str, str] | None = None,
                  vector: Sequence[float] | np.ndarray | None = None, k: int = 10,
-                 exclude: Iterable[int] = (), version: str = "") -> Retrieved:
+                 exclude: Iterable[int] = (), version: str = "", width: int = 0) -> Retrieved:
         request = retrieve_request(user_id=user_id, user_features=user_features, vector=vector,
-                                   k=k, exclude=exclude, version=version)
+                                   k=k, exclude=exclude, version=version, width=width)
         r = self._call(self.stub.Retrieve, request)
         return Retrieved(np.asarray(r.item_ids, dtype=np.int64),
                          np.asarray(r.scores, dtype=np.float32), r.version)

@@ -8,7 +8,8 @@ Crash safety comes from ordering, not from transactions over millions of fields:
    per command and written to the owning node's socket: redis-py's per-argument packing was the
    bottleneck), batch_size fields per round trip;
 4. every partition's HLEN is checked against the snapshot and a sample of ids is read back and
-   compared byte for byte;
+   compared byte for byte; the files a reader needs to decode the rows (a binary snapshot's
+   rotation) are written beside them and read back;
 5. the manifest is written, and one Lua script adds the version to the committed set, moves the
    pointer and PUBLISHes the new version (the pointer can therefore only name a version whose
    manifest and vectors are complete);
@@ -179,6 +180,7 @@ class _Publisher:
         try:
             self._sweep_orphans()
             written = self._write_vectors()
+            self._write_files()
             self._verify()
             self._commit(manifest_written=False)
         finally:
@@ -235,12 +237,12 @@ class _Publisher:
         total = sum(self.snap.count(e) for e in self.snap.entities)
         self._written, next_report, last_refresh = 0, 0.1, time.monotonic()
         for entity in self.snap.entities:
-            ids, vectors = self.snap.ids(entity), self.snap.vectors(entity)
+            ids = self.snap.ids(entity)
             for part, positions in rk.group_by_partition(np.asarray(ids), self.partitions):
                 key = rk.partition_key(self.ns, self.version, part, entity)
                 for lo in range(0, positions.size, _FIELDS_PER_COMMAND):
                     sel = positions[lo:lo + _FIELDS_PER_COMMAND]
-                    writer.hset(key, np.asarray(ids[sel]), np.asarray(vectors[sel]))
+                    writer.hset(key, np.asarray(ids[sel]), self.snap.stored_rows(entity, sel))
                     if writer.fields >= self.batch_size:
                         self._written += writer.flush()
                         if time.monotonic() - last_refresh > LOCK_TTL_MS / 4000:
@@ -250,6 +252,20 @@ class _Publisher:
                             log.info("%s: %d/%d vectors written", self.version, self._written,
                                      total)
                             next_report += 0.1
+
+    def _files(self) -> list[str]:
+        """Snapshot files the server needs beside the rows to decode them."""
+        rotation = self.snap.manifest.get("rotation")
+        return [rotation] if rotation else []
+
+    def _write_files(self) -> None:
+        for name in self._files():
+            key = rk.version_file_key(self.ns, self.version, name)
+            data = self.snap.file(name).read_bytes()
+            self.client.set(key, data)
+            if self.client.get(key) != data:
+                raise PlexrecError(f"verification failed for {self.version}: {key} reads back "
+                                   "different bytes; rerun publish")
 
     def _verify(self) -> None:
         """Exact per-partition field counts for every partition, plus a byte-for-byte read-back
@@ -278,7 +294,7 @@ class _Publisher:
                 pipe.hmget(rk.partition_key(self.ns, self.version, part, entity),
                            rk.encode_ids(ids[sample[pos]]))
             for (_, pos), blobs in zip(groups, pipe.execute(), strict=True):
-                want = rk.encode_vectors(self.snap.vectors(entity)[sample[pos]])
+                want = rk.encode_rows(self.snap.stored_rows(entity, sample[pos]))
                 for row, (a, b) in enumerate(zip(blobs, want, strict=True)):
                     if a != b:
                         raise PlexrecError(
@@ -308,6 +324,8 @@ class _Publisher:
                 continue
             manifest = rk.read_manifest(self.client, self.ns, victim) or {}
             keys = [rk.manifest_key(self.ns, victim)]
+            if manifest.get("rotation"):
+                keys.append(rk.version_file_key(self.ns, victim, str(manifest["rotation"])))
             parts = int(manifest.get("partitions", self.partitions))
             for entity in manifest.get("entities", {"user": 0, "item": 0}):
                 keys += [rk.partition_key(self.ns, victim, p, entity) for p in range(parts)]
@@ -371,15 +389,16 @@ def _decimal_lengths(ids: np.ndarray) -> np.ndarray:
 
 
 def pack_hset(key: str, ids: np.ndarray, vectors: np.ndarray) -> bytes:
-    """One RESP-encoded `HSET key id1 vec1 id2 vec2 ...`, built by a single bytes-format call.
-    The same bytes redis-py would send, without its per-argument Python loop."""
-    k, row = int(ids.size), int(vectors.shape[1]) * 4
+    """One RESP-encoded `HSET key id1 row1 id2 row2 ...`, built by a single bytes-format call;
+    a row is the raw bytes of one row of `vectors` (float32 vectors, or a snapshot's stored
+    rows). The same bytes redis-py would send, without its per-argument Python loop."""
+    k, row = int(ids.size), int(vectors.shape[1]) * vectors.itemsize
     key_b = key.encode()
     head = b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%b\r\n" % (2 + 2 * k, len(key_b), key_b)
     flat: list[Any] = [None] * (3 * k)
     flat[0::3] = _decimal_lengths(ids).tolist()
     flat[1::3] = ids.tolist()
-    flat[2::3] = rk.encode_vectors(vectors)
+    flat[2::3] = rk.encode_rows(vectors)
     return head + (b"$%d\r\n%d\r\n$" + str(row).encode() + b"\r\n%b\r\n") * k % tuple(flat)
 
 

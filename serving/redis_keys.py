@@ -10,7 +10,11 @@ spreads over every node while a batch look-up stays one HMGET per partition.
     plexrec:{ns}:updates                  -> pub/sub channel; the new version after a pointer move
     plexrec:{ns:version}:manifest         -> manifest JSON + "partitions" + "published_at"
     plexrec:{ns:version}:lock             -> held by a publisher while it writes the version
-    plexrec:{ns:version:pN}:<entity>      -> HASH: decimal id -> raw little-endian float32 bytes
+    plexrec:{ns:version}:file:<name>      -> a snapshot file the stored rows need to be decoded
+                                             (the binary dtype's rotation.npy), its bytes as is
+    plexrec:{ns:version:pN}:<entity>      -> HASH: decimal id -> the stored row: code bytes then
+                                             the float32 scale (models.vector_codecs; raw
+                                             little-endian float32 for dtype float32)
     plexrec:{ns:version:pN}:<entity>:cache:<id> -> write-back cache of one id (SET EX ttl)
 """
 
@@ -68,6 +72,11 @@ def manifest_key(ns: str, version: str) -> str:
 def lock_key(ns: str, version: str) -> str:
     """Marks a version as being written, so another publisher's orphan sweep leaves it alone."""
     return f"{PREFIX}:{{{validate_namespace(ns)}:{validate_version(version)}}}:lock"
+
+
+def version_file_key(ns: str, version: str, name: str) -> str:
+    """A snapshot file published beside the manifest (the rotation of a binary version)."""
+    return f"{PREFIX}:{{{validate_namespace(ns)}:{validate_version(version)}}}:file:{name}"
 
 
 def partition_key(ns: str, version: str, partition: int, entity: str) -> str:
@@ -142,6 +151,17 @@ def encode_vectors(vectors: np.ndarray) -> list[bytes]:
     if arr.shape[0] == 0:
         return []
     return cast(list[bytes], arr.view(np.dtype((np.void, arr.shape[1] * 4))).reshape(-1).tolist())
+
+
+def encode_rows(rows: np.ndarray) -> list[bytes]:
+    """One bytes object per row of a 2-D array: the row's raw bytes (stored rows, any dtype)."""
+    arr = np.ascontiguousarray(rows)
+    if arr.ndim != 2:
+        raise ValueError(f"encode_rows expects [n, bytes], got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        return []
+    row = arr.shape[1] * arr.itemsize
+    return cast(list[bytes], arr.view(np.dtype((np.void, row))).reshape(-1).tolist())
 
 
 def decode_vectors(blobs: list[bytes | None], width: int) -> np.ndarray:

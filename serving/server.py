@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
 ENTITY_NAMES = {pb.USER: "user", pb.ITEM: "item"}
+ENCODINGS = (pb.ENCODING_FLOAT32, pb.ENCODING_STORED)
 
 
 class _Abort(Exception):
@@ -132,6 +133,15 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
                          f"{field}: {n} ids exceed the limit of {self.config.max_ids}")
         return np.fromiter(ids, dtype=np.int64, count=n)
 
+    @staticmethod
+    def _width(width: int, lv: LoadedVersion) -> int:
+        """The prefix width a request asks for (0: the full stored width)."""
+        if width < 0 or width > lv.width:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"width: must be in 0..{lv.width} (0 = the full width; version "
+                         f"{lv.version} stores {lv.width} values), got {width}")
+        return width or lv.width
+
     @_handler
     async def GetEmbeddings(self, request: pb.GetEmbeddingsRequest,
                             context: grpc.aio.ServicerContext) -> pb.GetEmbeddingsResponse:
@@ -139,18 +149,43 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         if entity is None:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
                          f"entity: must be USER or ITEM, got {request.entity}")
+        if request.encoding not in ENCODINGS:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "encoding: must be ENCODING_FLOAT32 "
+                         f"or ENCODING_STORED, got {request.encoding}")
         ids = self._ids(request.ids, "ids")
         lv = await self._version(request.version)
+        width = self._width(request.width, lv)
+        stored = request.encoding == pb.ENCODING_STORED
+        if stored and width < lv.width and lv.rotation is not None:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"width: version {lv.version} stores rotated binary codes, whose "
+                         f"prefix is not a prefix of the vector; ask for width {width} with "
+                         "ENCODING_FLOAT32")
+        response = pb.GetEmbeddingsResponse(version=lv.version, width=width,
+                                            dtype=lv.dtype if stored else "float32")
         if entity not in lv.counts:
-            return pb.GetEmbeddingsResponse(version=lv.version, width=lv.width,
-                                            missing_ids=ids.tolist())
-        found, vectors = await self.store.lookup(lv, entity, ids)
+            response.missing_ids.extend(ids.tolist())
+            return response
+        if stored:
+            found, rows = await self.store.lookup_stored(lv, entity, ids)
+            codes, scales = lv.codec.unpack(rows, lv.width)
+            if width < lv.width:
+                codes, scales = lv.codec.prefix(codes, scales, lv.width, width)
+            response.vectors = codes.tobytes()
+            response.rotated = lv.rotation is not None
+            if scales is not None:
+                response.scales = scales.tobytes()
+        else:
+            found, vectors = await self.store.lookup(lv, entity, ids)
+            if width < lv.width:
+                vectors = np.ascontiguousarray(vectors[:, :width])
+            response.vectors = vectors.tobytes()
         if found.all():
-            return pb.GetEmbeddingsResponse(version=lv.version, width=lv.width,
-                                            vectors=vectors.tobytes(), found_ids=request.ids)
-        return pb.GetEmbeddingsResponse(version=lv.version, width=lv.width,
-                                        vectors=vectors.tobytes(), found_ids=ids[found].tolist(),
-                                        missing_ids=ids[~found].tolist())
+            response.found_ids.extend(request.ids)
+        else:
+            response.found_ids.extend(ids[found].tolist())
+            response.missing_ids.extend(ids[~found].tolist())
+        return response
 
     @_handler
     async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext
@@ -165,15 +200,20 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
                          "query: give one of user_id, user_features or query_vector")
         lv = await self._version(request.version)
+        width = self._width(request.width, lv)
         if lv.index is None or lv.item_ids is None:
             raise VersionNotFound(f"version {lv.version} is not on this server's disk: "
                                   "retrieval needs its item index")
-        query = await self._query_vector(lv, request, which)
+        query = await self._query_vector(lv, request, which, width)
         _check_deadline(context, "search")
         fetch = min(k + len(exclude), lv.index.size)
         loop = asyncio.get_running_loop()
-        scores, rows = await loop.run_in_executor(self.executor, lv.index.search,
-                                                  query.reshape(1, -1), fetch)
+        if width < lv.width and lv.prefix is not None:
+            scores, rows = await loop.run_in_executor(self.executor, lv.prefix.search,
+                                                      query.reshape(1, -1), fetch, width)
+        else:
+            scores, rows = await loop.run_in_executor(self.executor, lv.index.search,
+                                                      query.reshape(1, -1), fetch)
         scores, rows = scores[0], rows[0]
         if not np.isfinite(scores).all():
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -187,8 +227,9 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         return pb.RetrieveResponse(version=lv.version, item_ids=item_ids[:k].tolist(),
                                    scores=scores[:k].tolist())
 
-    async def _query_vector(self, lv: LoadedVersion, request: pb.RetrieveRequest, which: str
-                            ) -> np.ndarray:
+    async def _query_vector(self, lv: LoadedVersion, request: pb.RetrieveRequest, which: str,
+                            width: int) -> np.ndarray:
+        """The query, cut to the requested prefix width."""
         if which == "user_id":
             user = request.user_id
             if "user" not in lv.counts:
@@ -196,13 +237,14 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
             found, vectors = await self.store.lookup(lv, "user", np.array([user], np.int64))
             if not found[0]:
                 raise VersionNotFound(f"user {user} not in version {lv.version}")
-            return vectors[0]
+            return vectors[0][:width]
         if which == "query_vector":
             values = request.query_vector.values
-            if len(values) != lv.width:
+            if len(values) != width:
+                asked = (f"the request's width is {width}" if request.width else
+                         f"version {lv.version} has width {lv.width}")
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
-                             f"query_vector: has {len(values)} values, version {lv.version} "
-                             f"has width {lv.width}")
+                             f"query_vector: has {len(values)} values, {asked}")
             vec = np.asarray(values, dtype=np.float32)
             if not np.isfinite(vec).all():
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -221,7 +263,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         if not np.isfinite(vec).all():
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
                          "user_features: these values give a non-finite user vector")
-        return vec
+        return vec[:width]
 
     @_handler
     async def GetModelInfo(self, request: pb.GetModelInfoRequest,
@@ -233,7 +275,8 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
             index_kind=lv.index.kind if lv.index else "none",
             partitions=lv.partitions if lv.published else 0, metrics=lv.metrics,
             has_user_tower=lv.tower is not None,
-            loaded_versions=self.registry.loaded_versions())
+            loaded_versions=self.registry.loaded_versions(), dtype=lv.dtype,
+            rotation=b"" if lv.rotation is None else lv.rotation.tobytes())
 
 
 def channel_options(cfg: ServerConfig) -> list[tuple[str, Any]]:

@@ -26,9 +26,12 @@ from plexrec.models.snapshot import (
     SnapshotError,
     check_version_name,
     latest_snapshot,
+    sha256_bytes,
 )
+from plexrec.models.vector_codecs import CODECS, Codec, CodecError, rotation_from_npy
 from plexrec.serving import redis_keys as rk
 from plexrec.serving.index import CandidateIndex, IndexConfig, build_index
+from plexrec.serving.prefix_search import PrefixSearch
 from plexrec.serving.stores.base import (
     OnlineStore,
     OnlineStoreError,
@@ -83,19 +86,30 @@ class LoadedVersion:
     item_ids: np.ndarray | None
     tower: UserTower | None
     metrics: dict[str, float]
+    dtype: str = "float32"
+    rotation: np.ndarray | None = None
+    prefix: PrefixSearch | None = None
 
     @property
     def entities(self) -> tuple[str, ...]:
         return tuple(self.counts)
 
+    @property
+    def codec(self) -> Codec:
+        return CODECS[self.dtype]
+
+    @property
+    def row_bytes(self) -> int:
+        return self.codec.bytes_per_vector(self.width)
+
 
 def load_version(path: Path, index_config: IndexConfig, redis_manifest: dict | None = None
                  ) -> LoadedVersion:
-    """Opens (and verifies) a snapshot directory and builds its index: seconds to minutes of
-    CPU, so callers run it in a thread."""
+    """Opens (and verifies) a snapshot directory and builds its index on the decoded float32
+    item vectors: seconds to minutes of CPU, so callers run it in a thread."""
     snap = Snapshot.open(path, verify=True)
     items = snap.vectors("item")
-    users = snap.vectors("user") if "user" in snap.entities else None
+    users = _sample_users(snap, index_config) if "user" in snap.entities else None
     index = build_index(items, index_config, sample_queries=users)
     tower = None
     manifest = snap.manifest
@@ -109,18 +123,38 @@ def load_version(path: Path, index_config: IndexConfig, redis_manifest: dict | N
         counts={e: snap.count(e) for e in snap.entities},
         partitions=int((redis_manifest or {}).get("partitions", rk.DEFAULT_PARTITIONS)),
         published=redis_manifest is not None, snapshot=snap, index=index,
-        item_ids=np.asarray(snap.ids("item")), tower=tower, metrics=metrics)
+        item_ids=np.asarray(snap.ids("item")), tower=tower, metrics=metrics,
+        dtype=snap.dtype, rotation=snap.rotation, prefix=PrefixSearch(items))
 
 
-def redis_only_version(manifest: dict, version: str) -> LoadedVersion:
-    """A version known from its published manifest alone; a manifest that is not one (Redis
-    contents are an input like any other) is StoreCorrupt naming the version."""
+def _sample_users(snap: Snapshot, config: IndexConfig) -> np.ndarray:
+    """User vectors to measure the index's recall with: the memory map of a float32 snapshot, a
+    decoded sample of a compressed one (decoding every user would hold a float32 copy of the
+    whole user table for the life of the version)."""
+    if snap.dtype == "float32":
+        return snap.vectors("user")
+    n = snap.count("user")
+    take = min(n, 4 * config.recall_queries)
+    rows = np.sort(np.random.default_rng(config.seed).choice(n, take, replace=False))
+    return snap.decode_rows("user", rows)
+
+
+def redis_only_version(manifest: dict, version: str,
+                       rotation: np.ndarray | None = None) -> LoadedVersion:
+    """A version known from its published manifest alone (and, for a rotated binary version,
+    its published rotation); a manifest that is not one (Redis contents are an input like any
+    other) is StoreCorrupt naming the version."""
     try:
         width = int(manifest["width"])
         partitions = int(manifest.get("partitions", rk.DEFAULT_PARTITIONS))
         counts = {str(e): int(s.get("count", 0)) for e, s in manifest["entities"].items()}
         if manifest.get("version") != version or width < 1 or partitions < 1:
             raise ValueError("version, width or partitions out of range")
+        dtype = manifest.get("dtype", "float32")
+        if dtype not in CODECS:
+            raise ValueError(f"dtype {dtype!r} is not one of {', '.join(CODECS)}")
+        if bool(manifest.get("rotation")) != (rotation is not None):
+            raise ValueError("the rotation named in the manifest is not given")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StoreCorrupt(f"the published manifest of version {version!r} is malformed "
                            f"({type(exc).__name__}: {exc})") from None
@@ -129,7 +163,8 @@ def redis_only_version(manifest: dict, version: str) -> LoadedVersion:
         partitions=partitions, published=True,
         snapshot=None, index=None, item_ids=None, tower=None,
         metrics={k: float(v) for k, v in (manifest.get("metrics") or {}).items()
-                 if isinstance(v, int | float) and not isinstance(v, bool)})
+                 if isinstance(v, int | float) and not isinstance(v, bool)},
+        dtype=dtype, rotation=rotation)
 
 
 def snapshot_root(path: Path) -> tuple[Path, Path | None]:
@@ -215,6 +250,27 @@ class VersionRegistry:
             log.debug("reading manifest of %s failed: %s", version, exc)
             return None
 
+    async def _published_rotation(self, manifest: dict, version: str) -> np.ndarray | None:
+        """The rotation a binary version was published with, checked against the manifest's
+        sha256 and as a rotation; StoreCorrupt naming the key when it is not one."""
+        name = manifest.get("rotation")
+        if not name or self.online is None:
+            return None
+        key = rk.version_file_key(self.namespace, version, str(name))
+        try:
+            data = await self.online.version_file(version, str(name))
+        except OnlineStoreError as exc:
+            raise StoreUnavailable(f"version {version!r}: cannot read its rotation from Redis "
+                                   f"({exc})") from exc
+        files = manifest.get("files")
+        if data is None or not isinstance(files, dict) or files.get(name) != sha256_bytes(data):
+            raise StoreCorrupt(f"Redis key {key} is missing or does not match the sha256 of "
+                               f"{name} in the manifest of version {version!r}")
+        try:
+            return rotation_from_npy(data, int(manifest["width"]))
+        except (CodecError, KeyError, TypeError, ValueError) as exc:
+            raise StoreCorrupt(f"Redis key {key}: {exc}") from None
+
     async def redis_current(self) -> str | None:
         return None if self.online is None else await self.online.current()
 
@@ -297,7 +353,8 @@ class VersionRegistry:
                           "if it is published there", version, exc)
         manifest = await self.redis_manifest(version, strict=True)
         if manifest is not None:
-            return redis_only_version(manifest, version)
+            return redis_only_version(manifest, version,
+                                      await self._published_rotation(manifest, version))
         if version in self._corrupt:
             raise StoreCorrupt(f"version {version!r}: the local copy is corrupt and Redis does "
                                "not hold it")

@@ -8,7 +8,11 @@ runs it with plain torch, no sharding and no KJT; its input contract is `user_fe
  "tower_input": "padded", "width"}. A request's features are encoded exactly as in preparation
 (vocabulary look-up with unknown -> 0, or hash mod hash_size; missing -> 0; multi-hot split on
 the separator and truncated to max_length), laid out one block of max_length slots per sparse
-feature in the listed order and padded with -1; dense values are transformed as listed."""
+feature in the listed order and padded with -1; dense values are transformed as listed.
+
+The vectors are stored as the run's `[export] vector_dtype` (training.export_config; `plexrec
+export --vector-dtype` overrides it); a binary snapshot gets an ITQ rotation learned on the
+user and item vectors together, so both sides' signs live in one rotated space."""
 
 from __future__ import annotations
 
@@ -22,9 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from plexrec.features.config import parse_section
 from plexrec.features.errors import ConfigError, DataError
 from plexrec.models.snapshot import write_snapshot
 from plexrec.models.two_tower import PaddedUserTower, padded_user_tower
+from plexrec.models.vector_codecs import CODECS, learn_itq_rotation
+from plexrec.training.export_config import ExportConfig
 from plexrec.training.two_tower import TwoTowerParts, entity_rows, key_names, tower_vectors
 
 log = logging.getLogger(__name__)
@@ -40,10 +47,12 @@ class ExportResult:
     users: int
     items: int
     width: int
+    dtype: str = "float32"
 
     def to_json(self) -> dict[str, Any]:
         return {"snapshot": str(self.snapshot), "version": self.version, "users": self.users,
-                "items": self.items, "width": self.width}
+                "items": self.items, "width": self.width, "dtype": self.dtype,
+                "bytes_per_vector": CODECS[self.dtype].bytes_per_vector(self.width)}
 
 
 def external_ids(data: Any, key: str, ids: np.ndarray) -> np.ndarray:
@@ -104,11 +113,22 @@ def script_tower(tower: PaddedUserTower, path: Path) -> Path:
     return path
 
 
+def binary_rotation(config: ExportConfig, *vectors: np.ndarray) -> np.ndarray | None:
+    """The ITQ rotation of a binary export (None for other dtypes or `binary_rotation = none`),
+    learned on all given vectors at once and seeded, so a re-export gives the same version."""
+    if config.vector_dtype != "binary" or config.binary_rotation == "none":
+        return None
+    return learn_itq_rotation(np.concatenate(vectors), iterations=config.itq_iterations, seed=0)
+
+
 def export_snapshot(parts: TwoTowerParts, data: Any, out_dir: str | Path, *, run_id: str,
                     metrics: dict[str, float] | None = None,
-                    training: dict[str, Any] | None = None) -> ExportResult:
+                    training: dict[str, Any] | None = None,
+                    export: ExportConfig | None = None) -> ExportResult:
     """Vectors of all vocabulary users (each from their latest row) and items, the scripted user
-    tower and its contract, written as one snapshot version under `out_dir`."""
+    tower and its contract, written as one snapshot version under `out_dir`, the vectors stored
+    as `export.vector_dtype`."""
+    export = export or ExportConfig()
     user_key, item_key = key_names(data)
     users, user_rows = entity_rows(data, user_key)
     items, item_rows = entity_rows(data, item_key)
@@ -121,11 +141,16 @@ def export_snapshot(parts: TwoTowerParts, data: Any, out_dir: str | Path, *, run
         contract_path.write_text(json.dumps(user_contract(data, parts), indent=1) + "\n")
         path = write_snapshot(out_dir, users=(external_ids(data, user_key, users), user_vecs),
                               items=(external_ids(data, item_key, items), item_vecs),
-                              run_id=run_id, metrics=metrics or {}, training=training,
-                              extra_files={TOWER_FILE: tower_path, CONTRACT_FILE: contract_path})
+                              run_id=run_id, metrics=metrics or {},
+                              training={**(training or {}),
+                                        "matryoshka_widths": [int(w) for w in model.matryoshka]},
+                              extra_files={TOWER_FILE: tower_path, CONTRACT_FILE: contract_path},
+                              dtype=export.vector_dtype,
+                              rotation=binary_rotation(export, user_vecs, item_vecs))
     manifest = json.loads((path / "manifest.json").read_text())
     return ExportResult(snapshot=path, version=manifest["version"], users=len(users),
-                        items=len(items), width=int(user_vecs.shape[1]))
+                        items=len(items), width=int(user_vecs.shape[1]),
+                        dtype=export.vector_dtype)
 
 
 @dataclass
@@ -140,6 +165,7 @@ class TrainedRun:
     run_id: str
     metrics: dict[str, float]
     model: str = "best_validation"
+    export: ExportConfig = ExportConfig()
 
     def provenance(self) -> dict[str, Any]:
         """What the snapshot manifest records of its source: run directory, checkpoint and which
@@ -226,7 +252,8 @@ def load_trained(path: str | Path, run_id: str | None = None) -> TrainedRun:
     metrics = {k: float(v) for k, v in result.items()
                if isinstance(v, int | float) and not isinstance(v, bool)
                and k.startswith(("test_", "embedding_"))}
-    return TrainedRun(parts, data, run_dir, checkpoint, rid or run_dir.name, metrics, model)
+    return TrainedRun(parts, data, run_dir, checkpoint, rid or run_dir.name, metrics, model,
+                      cfg.export)
 
 
 def _read_text(path: Path) -> str | None:
@@ -253,16 +280,28 @@ def log_snapshot(run_id: str, snapshot: Path) -> bool:
     return True
 
 
+def export_config(base: ExportConfig, vector_dtype: str | None) -> ExportConfig:
+    """The run's `[export]` table with `--vector-dtype` (when given) in place of its dtype."""
+    if vector_dtype is None:
+        return base
+    return parse_section(ExportConfig, {**base.model_dump(), "vector_dtype": vector_dtype},
+                         "--vector-dtype")
+
+
 def export_run(out_dir: str | Path, *, run_id: str | None = None,
-               checkpoint: str | Path | None = None) -> ExportResult:
+               checkpoint: str | Path | None = None,
+               vector_dtype: str | None = None) -> ExportResult:
     """`plexrec export`: from an MLflow run id (its recorded run directory) or a run/checkpoint
-    directory, write the snapshot and log it to the run."""
+    directory, write the snapshot and log it to the run. `vector_dtype` overrides the run
+    config's `[export] vector_dtype`."""
     if (run_id is None) == (checkpoint is None):
         raise ConfigError("give exactly one of --run RUN_ID or --checkpoint DIR")
+    export_config(ExportConfig(), vector_dtype)
     path = Path(checkpoint) if checkpoint is not None else run_dir_of(run_id or "")
     trained = load_trained(path, run_id)
     result = export_snapshot(trained.parts, trained.data, out_dir, run_id=trained.run_id,
-                             metrics=trained.metrics, training=trained.provenance())
+                             metrics=trained.metrics, training=trained.provenance(),
+                             export=export_config(trained.export, vector_dtype))
     if run_id is not None or _read_text(trained.run_dir / "mlflow_run_id"):
         log_snapshot(trained.run_id, result.snapshot)
     return result

@@ -11,6 +11,7 @@ import numpy as np
 
 from plexrec.features.errors import PlexrecError
 from plexrec.models.snapshot import Snapshot
+from plexrec.models.vector_codecs import Codec
 
 
 class StoreUnavailable(PlexrecError):
@@ -40,6 +41,16 @@ class VersionView(Protocol):
     def published(self) -> bool: ...
     @property
     def snapshot(self) -> Snapshot | None: ...
+    @property
+    def codec(self) -> Codec:
+        """How the version's rows are stored (models.vector_codecs)."""
+        ...
+    @property
+    def rotation(self) -> np.ndarray | None: ...
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one stored row (a Redis value)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,11 @@ class VectorStore(Protocol):
         """(found bool [n], vectors float32 [found.sum(), width]) in request order."""
         ...
 
+    async def lookup_stored(self, view: VersionView, entity: str, ids: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """(found bool [n], stored rows uint8 [found.sum(), row_bytes]) in request order."""
+        ...
+
     def stats(self) -> StoreStats: ...
 
     async def close(self) -> None: ...
@@ -65,7 +81,7 @@ class VectorStore(Protocol):
 
 class OnlineStore(Protocol):
     """A shared store of published versions. Every method raises OnlineStoreError on failure;
-    values are raw little-endian float32 rows (None: absent)."""
+    values are stored rows, code bytes then scale (models.vector_codecs; None: absent)."""
 
     async def read_published(self, view: VersionView, entity: str, ids: np.ndarray
                              ) -> tuple[np.ndarray | None, list[bytes | None]]:
@@ -82,6 +98,10 @@ class OnlineStore(Protocol):
 
     async def manifest(self, version: str) -> dict[str, Any] | None:
         """The published manifest of a version (None: not published, or retired)."""
+        ...
+
+    async def version_file(self, version: str, name: str) -> bytes | None:
+        """A snapshot file published beside the version's rows (None: absent)."""
         ...
 
     async def current(self) -> str | None:

@@ -44,10 +44,26 @@ def _all_rows(blobs: list[Any], row_bytes: int) -> bool:
     return None not in blobs and set(map(len, blobs)) == {row_bytes}
 
 
+def _usable(view: VersionView, values: list[bytes | None]) -> list[bool]:
+    """Which values are whole rows whose content passes the codec's check (a scale that is not
+    finite and > 0 is as unusable as a truncated value)."""
+    row_bytes = view.row_bytes
+    ok = [v is not None and len(v) == row_bytes for v in values]
+    whole = [i for i, good in enumerate(ok) if good]
+    if whole:
+        mat = np.frombuffer(b"".join(cast(bytes, values[i]) for i in whole),
+                            dtype=np.uint8).reshape(len(whole), row_bytes)
+        for j in np.flatnonzero(view.codec.bad_rows(mat, view.width)).tolist():
+            ok[whole[j]] = False
+    return ok
+
+
 def _corrupt_error(view: VersionView, entity: str, ids: list[int]) -> StoreCorrupt:
     shown = ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
     return StoreCorrupt(f"Redis holds malformed vectors of version {view.version} ({entity} ids "
-                        f"{shown}) and this server has no local copy to serve them from")
+                        f"{shown}; each must be {view.row_bytes} bytes of {view.codec.name}"
+                        f"{' with a finite scale > 0' if view.codec.has_scale else ''}) and "
+                        "this server has no local copy to serve them from")
 
 
 class FallbackStore:
@@ -78,40 +94,57 @@ class FallbackStore:
     async def lookup(self, view: VersionView, entity: str, ids: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
         """(found bool [n], vectors float32 [found.sum(), width]) for ids in request order
-        (duplicates allowed). Raises StoreUnavailable when nothing can answer.
+        (duplicates allowed), decoded from the version's stored dtype. Raises StoreUnavailable
+        when nothing can answer.
 
         The hot paths (all ids published online, or all read from the local snapshot) are
         vectorised: one gather or one join, no per-id Python work beyond the request."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if not self.online_usable or (self.prefer_snapshot and view.snapshot is not None):
+        if self._snapshot_first(view):
             return self.snapshot.lookup_now(view, entity, ids)
+        found, rows = await self._online_rows(view, entity, ids)
+        return found, view.codec.decode_rows(rows, view.width, view.rotation)
+
+    async def lookup_stored(self, view: VersionView, entity: str, ids: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """(found bool [n], stored rows uint8 [found.sum(), row_bytes]) in request order: the
+        codes and scales as Redis holds them, for clients that decode themselves."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if self._snapshot_first(view):
+            return self.snapshot.stored_now(view, entity, ids)
+        return await self._online_rows(view, entity, ids)
+
+    def _snapshot_first(self, view: VersionView) -> bool:
+        return not self.online_usable or (self.prefer_snapshot and view.snapshot is not None)
+
+    async def _online_rows(self, view: VersionView, entity: str, ids: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
         online = cast(OnlineStore, self.online)
         n = ids.size
-        row_bytes = view.width * 4
+        row_bytes = view.row_bytes
         blobs: list[bytes | None] = [None] * n
         if view.published:
             try:
                 order, values = await online.read_published(view, entity, ids)
             except OnlineStoreError as exc:
                 self._online_failed(exc)
-                return self.snapshot.lookup_now(view, entity, ids)
+                return self.snapshot.stored_now(view, entity, ids)
             if _all_rows(values, row_bytes):
-                self._stats["redis_hits"] += n
                 mat = np.frombuffer(b"".join(cast(list[bytes], values)),
-                                    dtype="<f4").reshape(n, view.width)
-                if order is not None:
-                    out = np.empty_like(mat)
-                    out[order] = mat
-                    mat = out
-                return np.ones(n, dtype=bool), mat
+                                    dtype=np.uint8).reshape(n, row_bytes)
+                if not view.codec.bad_rows(mat, view.width).any():
+                    self._stats["redis_hits"] += n
+                    if order is not None:
+                        out = np.empty_like(mat)
+                        out[order] = mat
+                        mat = out
+                    return np.ones(n, dtype=bool), mat
             positions = range(n) if order is None else order.tolist()
             malformed: list[int] = []
-            for pos, v in zip(positions, values, strict=True):
-                if v is None:
-                    continue
-                if len(v) == row_bytes:
+            for pos, v, ok in zip(positions, values, _usable(view, values), strict=True):
+                if ok:
                     blobs[pos] = v
-                else:
+                elif v is not None:
                     malformed.append(int(ids[pos]))
             self._stats["redis_hits"] += n - blobs.count(None)
             if malformed:
@@ -125,7 +158,7 @@ class FallbackStore:
             blobs[pos] = loaded[j]
         found = np.fromiter((b is not None for b in blobs), dtype=bool, count=n)
         mat = np.frombuffer(b"".join(b for b in blobs if b is not None),
-                            dtype="<f4").reshape(-1, view.width)
+                            dtype=np.uint8).reshape(-1, row_bytes)
         return found, mat
 
     async def _load_misses(self, view: VersionView, entity: str, ids: np.ndarray
@@ -188,12 +221,12 @@ class FallbackStore:
         if online_ok:
             try:
                 values = await cast(OnlineStore, self.online).read_cache(view, entity, ids)
-                row_bytes = view.width * 4
-                bad = [int(i) for i, v in zip(ids.tolist(), values, strict=True)
-                       if v is not None and len(v) != row_bytes]
+                usable = _usable(view, values)
+                bad = [int(i) for i, v, ok in zip(ids.tolist(), values, usable, strict=True)
+                       if v is not None and not ok]
                 if bad:
                     self._malformed(view, entity, "cached", bad)
-                    values = [v if v is None or len(v) == row_bytes else None for v in values]
+                    values = [v if ok else None for v, ok in zip(values, usable, strict=True)]
                 self._stats["cache_hits"] += sum(v is not None for v in values)
             except OnlineStoreError as exc:
                 self._online_failed(exc)
@@ -236,9 +269,9 @@ class FallbackStore:
         key = (view.version, entity, where)
         if key not in self._reported:
             self._reported.add(key)
-            log.error("Redis holds %d malformed %s %s vectors of version %s (expected %d bytes; "
-                      "first id %d); %s", len(ids), where, entity, view.version,
-                      view.width * 4, ids[0],
+            log.error("Redis holds %d malformed %s %s vectors of version %s (expected %d bytes "
+                      "of %s with a valid scale; first id %d); %s", len(ids), where, entity,
+                      view.version, view.row_bytes, view.codec.name, ids[0],
                       "serving them from the local snapshot" if view.snapshot is not None
                       else "answering DATA_LOSS for them")
 

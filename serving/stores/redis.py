@@ -144,6 +144,10 @@ class RedisStore:
             raise StoreCorrupt(f"Redis key {key} does not hold a JSON manifest")
         return manifest
 
+    async def version_file(self, version: str, name: str) -> bytes | None:
+        key = rk.version_file_key(self.namespace, version, name)
+        return cast(bytes | None, await self._guard(lambda: self.client.get(key)))
+
     async def current(self) -> str | None:
         raw = await self._guard(lambda: self.client.get(rk.current_key(self.namespace)))
         return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -31,8 +31,21 @@ class SnapshotStore:
         found = rows >= 0
         hit_rows = rows if found.all() else rows[found]
         self.reads += hit_rows.size
-        mat = np.asarray(snap.vectors(entity))[hit_rows]
-        return found, mat.astype("<f4", copy=False)
+        return found, snap.decode_rows(entity, hit_rows)
+
+    def stored_now(self, view: VersionView, entity: str, ids: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(found, stored rows uint8 [found, row_bytes]) from the memory map."""
+        snap = view.snapshot
+        if snap is None:
+            raise _unavailable(view)
+        if entity not in snap.entities:
+            return np.zeros(ids.size, dtype=bool), np.empty((0, view.row_bytes), dtype=np.uint8)
+        rows = snap.row_of(entity, ids)
+        found = rows >= 0
+        hit_rows = rows if found.all() else rows[found]
+        self.reads += hit_rows.size
+        return found, snap.stored_rows(entity, hit_rows)
 
     async def lookup(self, view: VersionView, entity: str, ids: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -51,6 +64,6 @@ class SnapshotStore:
             return [None] * ids.size
         rows = snap.row_of(entity, ids)
         found = rows >= 0
-        blobs = iter(rk.encode_vectors(np.asarray(snap.vectors(entity))[rows[found]]))
+        blobs = iter(rk.encode_rows(snap.stored_rows(entity, rows[found])))
         self.reads += int(found.sum())
         return [next(blobs) if f else None for f in found.tolist()]

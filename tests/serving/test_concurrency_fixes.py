@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from plexrec.models.snapshot import Snapshot
+from plexrec.models.vector_codecs import CODECS, Codec
 from plexrec.serving import publish as pub
 from plexrec.serving import redis_keys as rk
 from plexrec.serving.server import serve_forever
@@ -33,6 +34,15 @@ class _View:
     partitions: int
     published: bool
     snapshot: Snapshot | None
+    rotation: np.ndarray | None = None
+
+    @property
+    def codec(self) -> Codec:
+        return CODECS["float32"]
+
+    @property
+    def row_bytes(self) -> int:
+        return self.width * 4
 
 
 def test_cancelled_owner_of_a_miss_load_does_not_fail_its_waiters(tmp_path: Path,

@@ -157,3 +157,26 @@ def test_serving_user_tower_reproduces_the_snapshot_vector(ml_100k, exported):
                  "age_years": str(user["age"])})
     stored = snap.vectors("user")[snap.row_of("user", np.array([1]))[0]]
     assert np.abs(vec - stored).max() < 1e-5
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8", "binary"])
+def test_export_stores_the_configured_vector_dtype(ml, exported, tmp_path, dtype):
+    """The same model exported compressed: every vector within its dtype's error of the float32
+    export; a binary export carries the ITQ rotation of both towers' vectors."""
+    from plexrec.models.vector_codecs import CODECS
+    from plexrec.training.export_config import ExportConfig
+
+    parts, result = exported
+    base = Snapshot.open(result.snapshot)
+    compressed = export_snapshot(parts, ml, tmp_path, run_id="run-1",
+                                 export=ExportConfig(vector_dtype=dtype, itq_iterations=5))
+    assert compressed.to_json()["dtype"] == dtype and compressed.version != result.version
+    assert compressed.to_json()["bytes_per_vector"] == CODECS[dtype].bytes_per_vector(16)
+    snap = Snapshot.open(compressed.snapshot)
+    assert snap.dtype == dtype and (snap.rotation is not None) == (dtype == "binary")
+    codec = CODECS[dtype]
+    for entity in ("user", "item"):
+        x = np.asarray(base.vectors(entity))
+        assert np.array_equal(snap.ids(entity), base.ids(entity))
+        err = np.linalg.norm(snap.vectors(entity).astype(np.float64) - x, axis=1)
+        assert (err <= codec.max_error(x)).all()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&plexrec/proto/plexrec/v1/plexrec.proto\x12\nplexrec.v1\"X\n\x14GetEmbeddingsRequest\x12\"\n\x06\x65ntity\x18\x01 \x01(\x0e\x32\x12.plexrec.v1.Entity\x12\x0b\n\x03ids\x18\x02 \x03(\x03\x12\x0f\n\x07version\x18\x03 \x01(\t\"p\n\x15GetEmbeddingsResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\x12\x11\n\tfound_ids\x18\x04 \x03(\x03\x12\x13\n\x0bmissing_ids\x18\x05 \x03(\x03\"s\n\x0cUserFeatures\x12\x34\n\x06values\x18\x01 \x03(\x0b\x32$.plexrec.v1.UserFeatures.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0bQueryVector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xc7\x01\n\x0fRetrieveRequest\x12\x11\n\x07user_id\x18\x01 \x01(\x03H\x00\x12\x31\n\ruser_features\x18\x02 \x01(\x0b\x32\x18.plexrec.v1.UserFeaturesH\x00\x12/\n\x0cquery_vector\x18\x03 \x01(\x0b\x32\x17.plexrec.v1.QueryVectorH\x00\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\x03\x12\x0f\n\x07version\x18\x06 \x01(\tB\x07\n\x05query\"E\n\x10RetrieveResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\x03\x12\x0e\n\x06scores\x18\x03 \x03(\x02\"&\n\x13GetModelInfoRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\xb7\x02\n\x14GetModelInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x12\n\nuser_count\x18\x03 \x01(\x03\x12\x12\n\nitem_count\x18\x04 \x01(\x03\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12\x12\n\nindex_kind\x18\x06 \x01(\t\x12\x12\n\npartitions\x18\x07 \x01(\x05\x12>\n\x07metrics\x18\x08 \x03(\x0b\x32-.plexrec.v1.GetModelInfoResponse.MetricsEntry\x12\x16\n\x0ehas_user_tower\x18\t \x01(\x08\x12\x17\n\x0floaded_versions\x18\n \x03(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*4\n\x06\x45ntity\x12\x16\n\x12\x45NTITY_UNSPECIFIED\x10\x00\x12\x08\n\x04USER\x10\x01\x12\x08\n\x04ITEM\x10\x02\x32\x82\x02\n\x10\x45mbeddingService\x12T\n\rGetEmbeddings\x12 .plexrec.v1.GetEmbeddingsRequest\x1a!.plexrec.v1.GetEmbeddingsResponse\x12\x45\n\x08Retrieve\x12\x1b.plexrec.v1.RetrieveRequest\x1a\x1c.plexrec.v1.RetrieveResponse\x12Q\n\x0cGetModelInfo\x12\x1f.plexrec.v1.GetModelInfoRequest\x1a .plexrec.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&plexrec/proto/plexrec/v1/plexrec.proto\x12\nplexrec.v1\"\x8f\x01\n\x14GetEmbeddingsRequest\x12\"\n\x06\x65ntity\x18\x01 \x01(\x0e\x32\x12.plexrec.v1.Entity\x12\x0b\n\x03ids\x18\x02 \x03(\x03\x12\x0f\n\x07version\x18\x03 \x01(\t\x12&\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x14.plexrec.v1.Encoding\x12\r\n\x05width\x18\x05 \x01(\x05\"\xa0\x01\n\x15GetEmbeddingsResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\x12\x11\n\tfound_ids\x18\x04 \x03(\x03\x12\x13\n\x0bmissing_ids\x18\x05 \x03(\x03\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0e\n\x06scales\x18\x07 \x01(\x0c\x12\x0f\n\x07rotated\x18\x08 \x01(\x08\"s\n\x0cUserFeatures\x12\x34\n\x06values\x18\x01 \x03(\x0b\x32$.plexrec.v1.UserFeatures.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0bQueryVector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xd6\x01\n\x0fRetrieveRequest\x12\x11\n\x07user_id\x18\x01 \x01(\x03H\x00\x12\x31\n\ruser_features\x18\x02 \x01(\x0b\x32\x18.plexrec.v1.UserFeaturesH\x00\x12/\n\x0cquery_vector\x18\x03 \x01(\x0b\x32\x17.plexrec.v1.QueryVectorH\x00\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\x03\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\r\n\x05width\x18\x07 \x01(\x05\x42\x07\n\x05query\"E\n\x10RetrieveResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\x03\x12\x0e\n\x06scores\x18\x03 \x03(\x02\"&\n\x13GetModelInfoRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\xd8\x02\n\x14GetModelInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x12\n\nuser_count\x18\x03 \x01(\x03\x12\x12\n\nitem_count\x18\x04 \x01(\x03\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12\x12\n\nindex_kind\x18\x06 \x01(\t\x12\x12\n\npartitions\x18\x07 \x01(\x05\x12>\n\x07metrics\x18\x08 \x03(\x0b\x32-.plexrec.v1.GetModelInfoResponse.MetricsEntry\x12\x16\n\x0ehas_user_tower\x18\t \x01(\x08\x12\x17\n\x0floaded_versions\x18\n \x03(\t\x12\r\n\x05\x64type\x18\x0b \x01(\t\x12\x10\n\x08rotation\x18\x0c \x01(\x0c\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*5\n\x08\x45ncoding\x12\x14\n\x10\x45NCODING_FLOAT32\x10\x00\x12\x13\n\x0f\x45NCODING_STORED\x10\x01*4\n\x06\x45ntity\x12\x16\n\x12\x45NTITY_UNSPECIFIED\x10\x00\x12\x08\n\x04USER\x10\x01\x12\x08\n\x04ITEM\x10\x02\x32\x82\x02\n\x10\x45mbeddingService\x12T\n\rGetEmbeddings\x12 .plexrec.v1.GetEmbeddingsRequest\x1a!.plexrec.v1.GetEmbeddingsResponse\x12\x45\n\x08Retrieve\x12\x1b.plexrec.v1.RetrieveRequest\x1a\x1c.plexrec.v1.RetrieveResponse\x12Q\n\x0cGetModelInfo\x12\x1f.plexrec.v1.GetModelInfoRequest\x1a .plexrec.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,28 +35,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERFEATURES_VALUESENTRY']._serialized_options = b'8\001'
   _globals['_GETMODELINFORESPONSE_METRICSENTRY']._loaded_options = None
   _globals['_GETMODELINFORESPONSE_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_ENTITY']._serialized_start=1033
-  _globals['_ENTITY']._serialized_end=1085
-  _globals['_GETEMBEDDINGSREQUEST']._serialized_start=54
-  _globals['_GETEMBEDDINGSREQUEST']._serialized_end=142
-  _globals['_GETEMBEDDINGSRESPONSE']._serialized_start=144
-  _globals['_GETEMBEDDINGSRESPONSE']._serialized_end=256
-  _globals['_USERFEATURES']._serialized_start=258
-  _globals['_USERFEATURES']._serialized_end=373
-  _globals['_USERFEATURES_VALUESENTRY']._serialized_start=328
-  _globals['_USERFEATURES_VALUESENTRY']._serialized_end=373
-  _globals['_QUERYVECTOR']._serialized_start=375
-  _globals['_QUERYVECTOR']._serialized_end=404
-  _globals['_RETRIEVEREQUEST']._serialized_start=407
-  _globals['_RETRIEVEREQUEST']._serialized_end=606
-  _globals['_RETRIEVERESPONSE']._serialized_start=608
-  _globals['_RETRIEVERESPONSE']._serialized_end=677
-  _globals['_GETMODELINFOREQUEST']._serialized_start=679
-  _globals['_GETMODELINFOREQUEST']._serialized_end=717
-  _globals['_GETMODELINFORESPONSE']._serialized_start=720
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1031
-  _globals['_GETMODELINFORESPONSE_METRICSENTRY']._serialized_start=985
-  _globals['_GETMODELINFORESPONSE_METRICSENTRY']._serialized_end=1031
-  _globals['_EMBEDDINGSERVICE']._serialized_start=1088
-  _globals['_EMBEDDINGSERVICE']._serialized_end=1346
+  _globals['_ENCODING']._serialized_start=1186
+  _globals['_ENCODING']._serialized_end=1239
+  _globals['_ENTITY']._serialized_start=1241
+  _globals['_ENTITY']._serialized_end=1293
+  _globals['_GETEMBEDDINGSREQUEST']._serialized_start=55
+  _globals['_GETEMBEDDINGSREQUEST']._serialized_end=198
+  _globals['_GETEMBEDDINGSRESPONSE']._serialized_start=201
+  _globals['_GETEMBEDDINGSRESPONSE']._serialized_end=361
+  _globals['_USERFEATURES']._serialized_start=363
+  _globals['_USERFEATURES']._serialized_end=478
+  _globals['_USERFEATURES_VALUESENTRY']._serialized_start=433
+  _globals['_USERFEATURES_VALUESENTRY']._serialized_end=478
+  _globals['_QUERYVECTOR']._serialized_start=480
+  _globals['_QUERYVECTOR']._serialized_end=509
+  _globals['_RETRIEVEREQUEST']._serialized_start=512
+  _globals['_RETRIEVEREQUEST']._serialized_end=726
+  _globals['_RETRIEVERESPONSE']._serialized_start=728
+  _globals['_RETRIEVERESPONSE']._serialized_end=797
+  _globals['_GETMODELINFOREQUEST']._serialized_start=799
+  _globals['_GETMODELINFOREQUEST']._serialized_end=837
+  _globals['_GETMODELINFORESPONSE']._serialized_start=840
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1184
+  _globals['_GETMODELINFORESPONSE_METRICSENTRY']._serialized_start=1138
+  _globals['_GETMODELINFORESPONSE_METRICSENTRY']._serialized_end=1184
+  _globals['_EMBEDDINGSERVICE']._serialized_start=1296
+  _globals['_EMBEDDINGSERVICE']._serialized_end=1554
 # @@protoc_insertion_point(module_scope)
