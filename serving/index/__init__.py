@@ -15,12 +15,13 @@ import numpy as np
 from plexrec.serving.index.base import CandidateIndex, recall_at_k, top_k_exact
 from plexrec.serving.index.config import IndexConfig
 from plexrec.serving.index.exact import ExactIndex
+from plexrec.serving.index.faiss_index import FaissIndex
 from plexrec.serving.index_registry import INDEXES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CandidateIndex", "ExactIndex", "IndexConfig", "build_index", "index_class",
-           "recall_at_k", "top_k_exact"]
+__all__ = ["CandidateIndex", "ExactIndex", "FaissIndex", "IndexConfig", "build_index",
+           "index_class", "recall_at_k", "top_k_exact", "tune_effort"]
 
 
 def index_class(kind: str) -> type:
@@ -33,24 +34,21 @@ def build_index(items: np.ndarray, config: IndexConfig,
                 sample_queries: np.ndarray | None = None) -> CandidateIndex:
     """Exact below the threshold, FAISS above it. The FAISS index's recall@k is measured on
     `sample_queries` (e.g. user vectors; perturbed item vectors when none are given), and its
-    search effort (efSearch / nprobe) is doubled until it reaches `target_recall` or
-    `max_search_effort`: the right effort depends on the corpus, which is only known here."""
+    search effort (efSearch / nprobe / re-rank depth) is doubled until it reaches
+    `target_recall` or `max_search_effort`: the right effort depends on the corpus, which is
+    only known here. A kind may then hand over to another (`auto`), which is tuned the same way."""
     if items.shape[0] < config.exact_threshold:
         return ExactIndex(items)
-    index = index_class(config.kind)(items, config)
+    index: FaissIndex = index_class(config.kind)(items, config)
     queries = _recall_queries(items, config, sample_queries)
     started = time.perf_counter()
     k = min(config.recall_k, index.size)
     _, exact = top_k_exact(items, queries, k)
-    recall = recall_at_k(index, items, queries, k, exact)
-    while recall < config.target_recall and index.effort * 2 <= config.max_search_effort:
-        previous = index.effort
-        index.set_effort(previous * 2)
-        if index.effort == previous:
-            break
-        recall = recall_at_k(index, items, queries, k, exact)
-        log.info("%s: effort %d -> %d, recall@%d = %.4f", index.kind, previous, index.effort,
-                 k, recall)
+    recall = tune_effort(index, items, queries, exact, config)
+    replacement = index.replacement(recall)
+    if replacement is not None:
+        index = replacement
+        recall = tune_effort(index, items, queries, exact, config)
     index.metrics[f"index_recall_at_{config.recall_k}"] = recall
     index.metrics["index_recall_queries"] = float(len(queries))
     index.metrics["index_search_effort"] = float(index.effort)
@@ -61,6 +59,23 @@ def build_index(items: np.ndarray, config: IndexConfig,
         log.warning("%s index recall@%d %.4f is below the target %.2f even at effort %d",
                     index.kind, config.recall_k, recall, config.target_recall, index.effort)
     return index
+
+
+def tune_effort(index: FaissIndex, items: np.ndarray, queries: np.ndarray, exact: np.ndarray,
+                config: IndexConfig) -> float:
+    """Doubles the index's effort until recall@k against `exact` reaches the target, the effort
+    reaches `max_search_effort` or the index refuses a higher one; returns the final recall."""
+    k = exact.shape[1]
+    recall = recall_at_k(index, items, queries, k, exact)
+    while recall < config.target_recall and index.effort * 2 <= config.max_search_effort:
+        previous = index.effort
+        index.set_effort(previous * 2)
+        if index.effort == previous:
+            break
+        recall = recall_at_k(index, items, queries, k, exact)
+        log.info("%s: effort %d -> %d, recall@%d = %.4f", index.kind, previous, index.effort,
+                 k, recall)
+    return recall
 
 
 def _recall_queries(items: np.ndarray, config: IndexConfig,

@@ -1,4 +1,5 @@
-"""What the FAISS indexes share: build timing, the effort knob's interface, and search."""
+"""What the FAISS indexes share: build timing, the effort knob's interface, search, size, and the
+hook through which a kind hands over to another once its recall has been measured."""
 
 from __future__ import annotations
 
@@ -34,6 +35,18 @@ class FaissIndex(ABC):
 
     @abstractmethod
     def set_effort(self, value: int) -> None: ...
+
+    def replacement(self, recall: float) -> FaissIndex | None:
+        """Another index to use instead, given this one's tuned recall (`auto` hands over when
+        IVF would have to scan too much of the corpus); None keeps this one."""
+        return None
+
+    def nbytes(self) -> int:
+        """Bytes of the serialised FAISS index (codes, ids, centroids); not counted: the float32
+        matrix the server holds anyway, which the re-ranking kinds read."""
+        import faiss
+
+        return int(faiss.serialize_index(self._index).size)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         result: tuple[np.ndarray, np.ndarray] = self._index.search(queries, k)

@@ -41,7 +41,7 @@ def test_k_larger_than_corpus_returns_everything_sorted() -> None:
 def test_small_corpus_is_exact_large_is_faiss() -> None:
     items = clustered(3000, 16, 0)
     assert build_index(items, IndexConfig(exact_threshold=5000)).kind == "exact"
-    index = build_index(items, IndexConfig(exact_threshold=1000))
+    index = build_index(items, IndexConfig(exact_threshold=1000, kind="ivf"))
     assert index.kind == "faiss-ivf"
     assert "index_recall_at_100" in index.metrics
 
