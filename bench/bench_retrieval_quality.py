@@ -18,7 +18,14 @@ on training + validation rows (what a deployment would do; the two-tower rows ne
 validation positives as training pairs). Every trained model runs --repeats seeds; figures
 are means, with the seed standard deviation in the JSON.
 
-    python -m bench.bench_retrieval_quality [--repeats 3] [--quick]
+Prefix widths (issue 17, Matryoshka): every two-tower row is also scored with its vectors cut to
+d/2, d/4 and d/8, both as served (re-normalised prefixes, models/two_tower.prefix_vectors) and
+as plain inner products of the raw prefixes; the row "two_tower_matryoshka" (or
+"two_tower_no_matryoshka" when the shipped config has it on) trains the other setting of
+`[retrieval] matryoshka`, so the table shows what the nested losses cost at full width and keep
+at half width.
+
+    python -m bench.bench_retrieval_quality [--repeats 3] [--quick] [--skip bpr als ...]
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from plexrec.training.baselines import (  # noqa: E402
     popularity_scorer,
     train_mf,
 )
+from plexrec.training.config import load_config  # noqa: E402
 from plexrec.training.export import load_trained  # noqa: E402
 from plexrec.training.launch import LaunchOptions, run_train  # noqa: E402
 from plexrec.training.retrieval_metrics import (  # noqa: E402
@@ -59,7 +67,9 @@ from plexrec.training.retrieval_metrics import (  # noqa: E402
     seen_before_test,
     seen_before_val,
 )
+from plexrec.training.tasks.retrieval import retrieval_config  # noqa: E402
 from plexrec.training.two_tower import (  # noqa: E402
+    evaluate_prefixes,
     evaluate_two_tower,
     key_ids,
     key_names,
@@ -87,13 +97,45 @@ def _two_tower(prepared: Path, runs: Path, data: Any, split: LeaveLastOut,
     trained = load_trained(result["run_dir"])
     # The run's own view of the cache (training-only vocabularies: `min_count` features have
     # run ids, not cache ids); the split's user and item ids are the same in both.
-    metrics = evaluate_two_tower(trained.parts.model, trained.data, split, KS)
-    val = evaluate_two_tower(trained.parts.model, trained.data, split, KS, phase="val")
+    model = trained.parts.model
+    metrics = evaluate_two_tower(model, trained.data, split, KS)
+    val = evaluate_two_tower(model, trained.data, split, KS, phase="val")
+    widths = [model.dim // d for d in (1, 2, 4, 8) if model.dim % d == 0]
     return metrics, {"seconds": time.perf_counter() - started, "steps": result["steps"],
                      "best_step": result["best_step"], "early_stopped": result["early_stopped"],
                      "embedding_params": result["embedding_params"],
                      "run_test_recall@50": result["test_recall_at_50"],
-                     "val": {k: val[k] for k in _names()}}
+                     "val": {k: val[k] for k in _names()},
+                     "matryoshka": list(model.matryoshka),
+                     **{rule: {str(w): {k: m[k] for k in _names()}
+                               for w, m in evaluate_prefixes(model, trained.data, split, widths,
+                                                             KS, renormalise=norm).items()}
+                        for rule, norm in PREFIX_RULES.items()}}
+
+
+# How a prefix is scored: as served (cut, then L2-normalised again) and as plain inner products
+# of the raw cut vectors (what a server that forgot to re-normalise would rank by).
+PREFIX_RULES = {"prefix": True, "plain_prefix": False}
+
+
+def _width_summary(entry: dict[str, Any]) -> dict[str, Any]:
+    """Per scoring rule and width: mean and seed std of each metric, and recall@50 at each width
+    as a share of the full width's (the Matryoshka target: >= 0.95 at half width)."""
+    out: dict[str, Any] = {}
+    for rule in PREFIX_RULES:
+        widths = entry["runs"][0][rule]
+        full = max(widths, key=int)
+        per: dict[str, Any] = {}
+        for w in widths:
+            values = {k: [r[rule][w][k] for r in entry["runs"]] for k in _names()}
+            per[w] = {"mean": {k: statistics.mean(v) for k, v in values.items()},
+                      "std": {k: statistics.stdev(v) if len(v) > 1 else 0.0
+                              for k, v in values.items()}}
+        for w in widths:
+            per[w]["recall@50_share_of_full"] = (per[w]["mean"]["recall@50"]
+                                                 / per[full]["mean"]["recall@50"])
+        out[rule] = per
+    return out
 
 
 def _mf(data: Any, split: LeaveLastOut, config: MFConfig
@@ -223,6 +265,27 @@ def _repeat(fn: Callable[[int], tuple[dict[str, float], dict[str, Any]]], seeds:
             "embedding_params": runs[0].get("embedding_params")}
 
 
+def _popularity(data: Any, split: LeaveLastOut, inter: Interactions, monitor: str
+                ) -> dict[str, Any]:
+    """Training interaction counts (all interactions or positives, chosen on validation)."""
+    print("popularity (interaction counts on the training rows)", flush=True)
+    candidates = inter.candidates
+    trials = {}
+    for positives in ("all", "threshold"):
+        rows = (split.train_rows if positives == "all"
+                else positive_rows(data, split.train_rows))
+        scorer = popularity_scorer(inter.items[rows], candidates)
+        trials[positives] = (scorer, evaluate_topk(scorer, split.val_pos,
+                                                   seen_before_val(split), candidates, KS))
+    chosen = max(trials, key=lambda k: trials[k][1][monitor])
+    pop = evaluate_topk(trials[chosen][0], split.test_pos, seen_before_test(split), candidates,
+                        KS)
+    print(f"    positives={chosen}: " + " ".join(f"{k}={pop[k]:.4f}" for k in _names()),
+          flush=True)
+    return {"mean": {k: pop[k] for k in _names()}, "std": {k: 0.0 for k in _names()},
+            "runs": [pop], "params": {"positives": chosen}, "embedding_params": 0}
+
+
 def _names() -> list[str]:
     return [f"recall@{k}" for k in KS] + [f"ndcg@{k}" for k in KS]
 
@@ -249,7 +312,8 @@ def main() -> None:
     parser.add_argument("--monitor", default="recall@50",
                         help="the validation metric every baseline's grid is chosen on")
     parser.add_argument("--skip", nargs="*", default=[],
-                        help="parts to leave out: mf, two_tower, two_tower_unified_25pct")
+                        help="parts to leave out: popularity, bpr, als (and its refit), mf, "
+                             "two_tower, two_tower_unified_25pct, matryoshka")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra --set for the two-tower runs (tuning only)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -283,35 +347,23 @@ def main() -> None:
                                         [*common, f"train.seed={s}", *overrides])
 
         results: dict[str, Any] = {}
-        print("popularity (interaction counts on the training rows)", flush=True)
-        pop_trials = {}
-        for positives in ("all", "threshold"):
-            rows = (split.train_rows if positives == "all"
-                    else positive_rows(data, split.train_rows))
-            scorer = popularity_scorer(inter.items[rows], candidates)
-            pop_trials[positives] = (
-                scorer, evaluate_topk(scorer, split.val_pos, seen_before_val(split),
-                                      candidates, KS))
-        chosen = max(pop_trials, key=lambda k: pop_trials[k][1][args.monitor])
-        pop = evaluate_topk(pop_trials[chosen][0], split.test_pos, seen_before_test(split),
-                            candidates, KS)
-        results["popularity"] = {"mean": {k: pop[k] for k in _names()},
-                                 "std": {k: 0.0 for k in _names()}, "runs": [pop],
-                                 "params": {"positives": chosen}, "embedding_params": 0}
-        print(f"    positives={chosen}: " + " ".join(f"{k}={pop[k]:.4f}" for k in _names()),
-              flush=True)
+        if "popularity" not in args.skip:
+            results["popularity"] = _popularity(data, split, inter, args.monitor)
 
         tuning: dict[str, Any] = {}
         for kind, space, label in (("bpr", QUICK_BPR if args.quick else BPR_GRID, "BPR"),
                                    ("als", QUICK_ALS if args.quick else ALS_GRID, "ALS")):
+            if kind in args.skip:
+                continue
             print(f"implicit {label}: grid on validation", flush=True)
             params, trials = _tune_implicit(kind, inter, space, args.monitor)
             tuning[kind] = trials
             print(f"implicit {label}, chosen settings, test", flush=True)
             results[kind] = _implicit_runs(kind, inter, params, seeds)
-        print("implicit ALS refitted on training + validation rows, test", flush=True)
-        results["als_refit"] = _implicit_runs("als", inter, results["als"]["params"], seeds,
-                                              refit=True)
+        if "als" in results:
+            print("implicit ALS refitted on training + validation rows, test", flush=True)
+            results["als_refit"] = _implicit_runs("als", inter, results["als"]["params"],
+                                                  seeds, refit=True)
         if "mf" not in args.skip:
             print("matrix factorisation (id embeddings, sampled softmax + log-Q)", flush=True)
             results["mf"] = _repeat(lambda s: _mf(data, split, MFConfig(**{
@@ -324,13 +376,32 @@ def main() -> None:
             print("two-tower, unified layouts with 1/4 of the embedding parameters", flush=True)
             results["two_tower_unified_25pct"] = _repeat(two_tower(
                 "layout.kind=unified", f"layout.budget={full_params // 4}"), seeds)
+        if "matryoshka" not in args.skip:
+            shipped = bool(retrieval_config(load_config(CONFIG)).matryoshka)
+            other = "two_tower_no_matryoshka" if shipped else "two_tower_matryoshka"
+            toggle = f"retrieval.matryoshka={str(not shipped).lower()}"
+            print(f"two-tower, shipped config with {toggle}", flush=True)
+            results[other] = _repeat(two_tower(toggle), seeds)
+        for name, entry in results.items():
+            if name.startswith("two_tower"):
+                entry["widths"] = _width_summary(entry)
 
     header = f"{'model':<26}" + "".join(f"{k:>11}" for k in _names())
     print("\n" + header)
     for name, r in results.items():
         print(f"{name:<26}" + "".join(f"{r['mean'][k]:>11.4f}" for k in _names()))
+    widths_table = {name: {w: at["mean"]["recall@50"]
+                           for w, at in entry["widths"]["prefix"].items()}
+                    for name, entry in results.items() if "widths" in entry}
+    if widths_table:
+        print("\nrecall@50 by prefix width (re-normalised prefixes, as served; "
+              "share of full width)")
+        for name, row in widths_table.items():
+            full = row[max(row, key=int)]
+            print(f"{name:<26}" + "".join(f"  w{w}: {v:.4f} ({v / full:.3f})"
+                                          for w, v in row.items()))
     gaps = {}
-    if "two_tower" in results:
+    if "two_tower" in results and "als" in results:
         tt, als = results["two_tower"]["mean"], results["als"]["mean"]
         gaps = {f"two_tower_minus_als_{k}": tt[k] - als[k] for k in _names()}
         print(f"\ntwo-tower - ALS: recall@50 {gaps['two_tower_minus_als_recall@50']:+.4f} "
@@ -351,6 +422,8 @@ def main() -> None:
         "results": results,
         "tuning": tuning,
         "two_tower_minus_als": gaps,
+        "recall_at_50_by_prefix_width": widths_table,
+        "skipped": list(args.skip),
         "two_tower_run_test_recall_at_50": [r["run_test_recall@50"] for r in
                                             results.get("two_tower", {}).get("runs", [])],
         "quick": args.quick,

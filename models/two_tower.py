@@ -5,7 +5,20 @@ Each tower = its layout module's per-feature outputs, concatenated with the towe
 features, then an MLP, then L2 normalisation. Training uses in-batch negatives: a softmax over the
 batch's positive items with a temperature and a log-Q correction, so that popular items (which
 show up as negatives far more often than a uniform sampler would draw them) are not pushed down
-just for being popular (Yi et al., RecSys 2019)."""
+just for being popular (Yi et al., RecSys 2019).
+
+Matryoshka widths (Kusupati et al., "Matryoshka Representation Learning", NeurIPS 2022): with
+nested widths w_1 < ... < w_n = d the same loss is also computed on the first w_i coordinates of
+both towers' vectors and the losses are summed, so the leading coordinates carry the most
+information and a served vector can be cut to a prefix. **Scoring a prefix** (the contract for
+serving, `prefix_vectors`): take the first `width` coordinates of the stored unit vectors and
+L2-normalise them again, user and item alike, then take the inner product (the cosine of the
+prefixes). That is what the loss trains: a prefix of a unit vector is not a unit vector, and a
+plain inner product of raw prefixes would weigh each item by its prefix norm, which training
+never constrained. For a ranking, re-normalising the query prefix changes no order (one positive
+factor per query), so an index may hold the re-normalised item prefixes and score raw query
+prefixes; the scores are then cosines times the query prefix norm. Width d needs no
+re-normalisation (the stored vectors are unit vectors)."""
 
 from __future__ import annotations
 
@@ -70,9 +83,13 @@ class Tower(nn.Module):
 
 
 class TwoTower(nn.Module):
-    """forward(dense, kjt) -> (user vectors [B, dim], item vectors [B, dim]) of the same rows."""
+    """forward(dense, kjt) -> (user vectors [B, dim], item vectors [B, dim]) of the same rows.
 
-    def __init__(self, user: Tower, item: Tower, temperature: float = 0.05) -> None:
+    `matryoshka`: the nested prefix widths it is trained at (ending at `dim`; empty: only the
+    full width), kept on the model so evaluation and export know which prefixes are meant."""
+
+    def __init__(self, user: Tower, item: Tower, temperature: float = 0.05,
+                 matryoshka: Sequence[int] = ()) -> None:
         super().__init__()
         if user.dim != item.dim:
             raise ConfigError(f"two-tower: user width {user.dim} != item width {item.dim}")
@@ -81,6 +98,7 @@ class TwoTower(nn.Module):
         self.user = user
         self.item = item
         self.temperature = temperature
+        self.matryoshka = check_widths(matryoshka, user.dim)
 
     @property
     def dim(self) -> int:
@@ -112,6 +130,60 @@ def sampled_softmax_loss(user: torch.Tensor, item: torch.Tensor, item_ids: torch
     logits = logits.masked_fill(same, float("-inf"))
     target = torch.arange(len(user), device=user.device)
     return F.cross_entropy(logits, target)
+
+
+def width_problem(widths: Sequence[int], dim: int) -> str | None:
+    """What is wrong with nested prefix widths for vectors of width `dim`, or None: they must be
+    strictly increasing, each >= 1 and dividing `dim`, the last equal to `dim` (the full vector
+    is always trained)."""
+    if any(w < 1 for w in widths):
+        return "each width must be >= 1"
+    if any(b <= a for a, b in zip(widths, widths[1:], strict=False)):
+        return "widths must be strictly increasing"
+    if widths and widths[-1] > dim:
+        return f"{widths[-1]} is larger than the vector width {dim}"
+    bad = [w for w in widths if dim % w]
+    if bad:
+        return f"{bad[0]} does not divide the vector width {dim}"
+    if widths and widths[-1] != dim:
+        return f"the last width must be the vector width {dim}"
+    return None
+
+
+def check_widths(widths: Sequence[int], dim: int) -> tuple[int, ...]:
+    """`widths` as a tuple, or a ConfigError (see width_problem). Empty stays empty (off)."""
+    out = tuple(int(w) for w in widths)
+    problem = width_problem(out, dim)
+    if problem:
+        raise ConfigError(f"two-tower: matryoshka widths {list(out)}: {problem}")
+    return out
+
+
+def prefix_vectors(vectors: torch.Tensor, width: int) -> torch.Tensor:
+    """The first `width` coordinates, L2-normalised again: how a prefix is scored (see the
+    module docstring). The full width is returned as is (already unit vectors)."""
+    if width == vectors.shape[-1]:
+        return vectors
+    if not 1 <= width <= vectors.shape[-1]:
+        raise ValueError(f"prefix width {width} outside 1..{vectors.shape[-1]}")
+    return F.normalize(vectors[..., :width], dim=-1)
+
+
+def matryoshka_loss(user: torch.Tensor, item: torch.Tensor, item_ids: torch.Tensor,
+                    log_q: torch.Tensor | None, temperature: float, widths: Sequence[int],
+                    weights: Sequence[float] | None = None) -> torch.Tensor:
+    """The sampled-softmax loss summed over nested prefixes (optionally weighted, one weight
+    per width), each prefix re-normalised so every width is trained on cosines under the same
+    temperature and log-Q correction. With `widths = [dim]` it is `sampled_softmax_loss`."""
+    weights = list(weights) if weights else [1.0] * len(widths)
+    if len(weights) != len(widths):
+        raise ValueError(f"{len(weights)} matryoshka weights for {len(widths)} widths")
+    total = user.new_zeros(())
+    for width, weight in zip(widths, weights, strict=True):
+        total = total + weight * sampled_softmax_loss(
+            prefix_vectors(user, width), prefix_vectors(item, width), item_ids, log_q,
+            temperature)
+    return total
 
 
 class PaddedUserTower(nn.Module):

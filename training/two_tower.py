@@ -14,12 +14,18 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from plexrec.features.config import Section, parse_section
 from plexrec.features.errors import ConfigError, DataError
 from plexrec.models.layouts import Budget, LayoutConfig, build_layout, specs_from_prepared
-from plexrec.models.two_tower import Tower, TwoTower, log_q_from_counts
+from plexrec.models.two_tower import (
+    Tower,
+    TwoTower,
+    log_q_from_counts,
+    prefix_vectors,
+    width_problem,
+)
 from plexrec.training.retrieval_metrics import (
     DEFAULT_KS,
     LeaveLastOut,
@@ -50,7 +56,13 @@ class RetrievalConfig(Section):
     held-out run, `plexrec train` trains once more on every row for the best checkpoint's number
     of steps (training/final_fit.py); that run has `train_rows = "all"` (the held-out rows join
     the training rows, so its own validation and test figures mean nothing and are not
-    reported)."""
+    reported).
+
+    `matryoshka`: nested prefix widths trained with the same loss (models/two_tower.py, which
+    also says how a prefix is scored): `true` means d/8, d/4, d/2 and d; a list such as
+    [8, 16, 32] gets d appended; empty or `false` is off. Each width must divide d. Stored
+    resolved (ending at d). `matryoshka_weights`: one weight per resolved width (default 1
+    each); the weighted losses are summed, as in Kusupati et al."""
 
     dim: int = Field(64, ge=1)
     hidden: PositiveInts = (128,)
@@ -70,11 +82,40 @@ class RetrievalConfig(Section):
     final_fit: bool = True
     train_rows: Literal["split", "all"] = "split"
     seed: int = 0
+    matryoshka: tuple[int, ...] = ()
+    matryoshka_weights: tuple[Annotated[float, Field(gt=0)], ...] = ()
 
-    @field_validator("hidden", "ks", mode="before")
+    @field_validator("hidden", "ks", "matryoshka_weights", mode="before")
     @classmethod
     def _list_as_tuple(cls, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("matryoshka", mode="before")
+    @classmethod
+    def _nested_widths(cls, value: Any, info: ValidationInfo) -> Any:
+        """`true` -> d/8, d/4, d/2, d; a list gets d appended; checked against d (the vector
+        width, validated before this key)."""
+        dim = info.data.get("dim")
+        if isinstance(value, bool):
+            if not value or dim is None:
+                return ()
+            if dim % 8:
+                raise ValueError(f"true means d/8, d/4, d/2 and d: the vector width {dim} is "
+                                 "not a multiple of 8; list the widths")
+            return (dim // 8, dim // 4, dim // 2, dim)
+        if not isinstance(value, list | tuple):
+            raise ValueError("give true, false or a list of prefix widths")
+        if not all(isinstance(w, int) and not isinstance(w, bool) for w in value):
+            raise ValueError("widths must be integers")
+        widths = tuple(value)
+        if dim is None:
+            return widths
+        if widths and all(0 < w < dim for w in widths):
+            widths = (*widths, dim)
+        problem = width_problem(widths, dim)
+        if problem:
+            raise ValueError(problem)
+        return widths
 
     @field_validator("monitor")
     @classmethod
@@ -90,7 +131,15 @@ class RetrievalConfig(Section):
             raise ValueError("give epochs >= 1 or max_steps >= 1")
         if int(self.monitor.partition("@")[2]) not in self.ks:
             raise ValueError(f"monitor {self.monitor!r}: its K is not in ks {list(self.ks)}")
+        if self.matryoshka_weights and len(self.matryoshka_weights) != len(self.matryoshka):
+            raise ValueError(f"matryoshka_weights = {list(self.matryoshka_weights)}: one weight "
+                             f"per matryoshka width {list(self.matryoshka)}")
         return self
+
+    @property
+    def prefix_widths(self) -> tuple[int, ...]:
+        """The trained prefix widths below the full width (evaluated on their own)."""
+        return tuple(w for w in self.matryoshka if w < self.dim)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "retrieval") -> RetrievalConfig:
@@ -100,6 +149,8 @@ class RetrievalConfig(Section):
     def to_dict(self) -> dict[str, Any]:
         d = self.model_dump()
         d["hidden"], d["ks"] = list(self.hidden), list(self.ks)
+        d["matryoshka"] = list(self.matryoshka)
+        d["matryoshka_weights"] = list(self.matryoshka_weights)
         return d
 
 
@@ -184,8 +235,9 @@ def build_two_tower(data: Any, layout: LayoutConfig, config: RetrievalConfig,
                  user_dense, config.hidden, config.dim, config.dropout)
     item = Tower(item_layout.module(device), item_layout.feature_names, item_layout.dim,
                  item_dense, config.hidden, config.dim, config.dropout)
-    return TwoTowerParts(TwoTower(user, item, config.temperature), user_layout, item_layout,
-                         user_sparse, user_dense, item_sparse, item_dense)
+    return TwoTowerParts(TwoTower(user, item, config.temperature, config.matryoshka),
+                         user_layout, item_layout, user_sparse, user_dense, item_sparse,
+                         item_dense)
 
 
 def entity_rows(data: Any, key: str, rows: np.ndarray | None = None
@@ -302,6 +354,29 @@ def evaluate_two_tower(model: TwoTower, data: Any, split: LeaveLastOut,
     return evaluate_topk(score, targets, seen, items, ks)
 
 
+def evaluate_prefixes(model: TwoTower, data: Any, split: LeaveLastOut, widths: Sequence[int],
+                      ks: Sequence[int] = DEFAULT_KS, phase: str = "test",
+                      renormalise: bool = True) -> dict[int, dict[str, float]]:
+    """`evaluate_two_tower` with the vectors cut to each prefix width (one tower pass for all
+    widths): re-normalised prefixes, as served (`prefix_vectors`), or with `renormalise=False`
+    the plain inner product of raw prefixes."""
+    targets, seen, before = phase_of(split, phase)
+    c = corpus_rows(data, before)
+    user_vecs = tower_vectors(model.user, data, c.user_rows)
+    item_vecs = tower_vectors(model.item, data, c.item_rows)
+    cut = prefix_vectors if renormalise else _raw_prefix
+    out = {}
+    for width in widths:
+        score = vector_scorer(c.users, cut(user_vecs, width), cut(item_vecs, width),
+                              str(data.path))
+        out[int(width)] = evaluate_topk(score, targets, seen, c.items, ks)
+    return out
+
+
+def _raw_prefix(vectors: torch.Tensor, width: int) -> torch.Tensor:
+    return vectors[:, :width]
+
+
 def phase_of(split: LeaveLastOut, phase: str
              ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], np.ndarray]:
     """(targets, seen items to mask, rows a user vector may come from) of "val" or "test"."""
@@ -323,3 +398,8 @@ def make_split(data: Any, holdout: int, val_holdout: int = 0) -> LeaveLastOut:
 def metric_key(name: str) -> str:
     """"recall@10" -> "recall_at_10": MLflow and JSON friendly."""
     return name.replace("@", "_at_")
+
+
+def width_key(name: str, width: int) -> str:
+    """("recall@50", 16) -> "recall_at_50_w16": a metric of the vectors cut to a prefix."""
+    return f"{metric_key(name)}_w{width}"

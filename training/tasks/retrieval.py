@@ -1,6 +1,7 @@
 """Two-tower retrieval as a trainer task: the model of training/two_tower.py under DMP, trained on
 positive interactions with in-batch negatives; validation and test are full-corpus Recall@K /
-NDCG@K on the leave-last-out split (every item ranked, each user's seen items masked)."""
+NDCG@K on the leave-last-out split (every item ranked, each user's seen items masked), and with
+`[retrieval] matryoshka` also at each trained prefix width (`recall_at_50_w16`, ...)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ import torch
 from plexrec.features.batching import BatchLoader, Splits
 from plexrec.features.errors import ConfigError
 from plexrec.models.layouts import LayoutConfig
-from plexrec.models.two_tower import TwoTower, sampled_softmax_loss
+from plexrec.models.two_tower import (
+    TwoTower,
+    matryoshka_loss,
+    prefix_vectors,
+    sampled_softmax_loss,
+)
 from plexrec.training.retrieval_metrics import LeaveLastOut, evaluate_topk
 from plexrec.training.task import BuiltModel
 from plexrec.training.two_tower import (
@@ -22,7 +28,7 @@ from plexrec.training.two_tower import (
     TwoTowerParts,
     build_two_tower,
     corpus_rows,
-    evaluate_two_tower,
+    evaluate_prefixes,
     item_log_q,
     key_names,
     make_split,
@@ -31,6 +37,7 @@ from plexrec.training.two_tower import (
     side_features,
     training_pairs,
     vector_scorer,
+    width_key,
 )
 
 INBATCH_KS = (1, 10)
@@ -40,11 +47,12 @@ RETRIEVAL_DEFAULTS: dict[str, Any] = {"temperature": 0.05, "log_q": True, "holdo
 
 def retrieval_config(cfg: Any) -> RetrievalConfig:
     """The retrieval settings of a RunConfig: the towers' MLP is `[model] deep_mlp` (the last
-    entry is the vector width); temperature, log_q, holdout and ks come from an optional
-    `[retrieval]` table; batch size, learning rate and steps from [data], [optim] and [train]."""
+    entry is the vector width); temperature, log_q, holdout, ks, matryoshka... come from an
+    optional `[retrieval]` table; batch size, learning rate and steps from [data], [optim] and
+    [train]."""
     table = dict(getattr(cfg, "retrieval", None) or {})
     allowed = ("temperature", "log_q", "log_q_weight", "holdout", "ks", "positives", "monitor",
-               "final_fit", "train_rows")
+               "final_fit", "train_rows", "matryoshka", "matryoshka_weights")
     unknown = sorted(set(table) - set(allowed))
     if unknown:
         raise ConfigError(f"{cfg.source} [retrieval]: unknown key(s) {', '.join(unknown)} "
@@ -170,10 +178,13 @@ class CorpusEvaluator:
     """Full-corpus Recall@K / NDCG@K during training: collects the vectors of the evaluated
     users and of every item from the corpus batches of each rank, gathers them on all ranks (a
     collective) and ranks all items for each user, masking what they had seen. Every rank
-    computes the same figures, so early stopping agrees everywhere."""
+    computes the same figures, so early stopping agrees everywhere. `widths`: prefix widths
+    also ranked on their own (re-normalised prefixes, as served), reported as
+    `recall_at_50_w16`...; early stopping stays on the full width."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, widths: Sequence[int] = ()) -> None:
         self.dim = dim
+        self.widths = tuple(widths)
         self.phase: CorpusPhase | None = None
         self.users: list[tuple[np.ndarray, np.ndarray]] = []
         self.items: list[tuple[np.ndarray, np.ndarray]] = []
@@ -211,15 +222,23 @@ class CorpusEvaluator:
             return {"users": 0.0}
         score = vector_scorer(users, user_vecs, item_vecs, "(gathered vectors)")
         metrics = evaluate_topk(score, phase.targets, phase.seen, items, phase.ks)
-        return {metric_key(k): float(v) for k, v in metrics.items()}
+        out = {metric_key(k): float(v) for k, v in metrics.items()}
+        for width in self.widths:
+            score = vector_scorer(users, prefix_vectors(user_vecs, width),
+                                  prefix_vectors(item_vecs, width), "(gathered vectors)")
+            metrics = evaluate_topk(score, phase.targets, phase.seen, items, phase.ks)
+            out |= {width_key(k, width): float(v) for k, v in metrics.items() if k != "users"}
+        return out
 
 
 class RetrievalTask:
     """Two-tower retrieval on positive interactions with in-batch negatives.
 
     Hooks beyond training/task.Task: `split(cfg, data)` (leave-last-out: each user's last
-    `holdout` positives test, the `holdout` before them validation) and
-    `final_metrics(model, data, cfg)` (full-catalogue Recall@K / NDCG@K of an unsharded model).
+    `holdout` positives test, the `holdout` before them validation),
+    `final_metrics(model, data, cfg)` (full-catalogue Recall@K / NDCG@K of an unsharded model,
+    also per trained prefix width) and `result_info()` (settings a result should record: the
+    trained prefix widths).
     The evaluator ranks the full corpus too, sharded: the `[retrieval] monitor` metric on the
     validation positives is what early stopping and the best checkpoint follow."""
 
@@ -240,9 +259,16 @@ class RetrievalTask:
         self.config = retrieval_config(cfg)
         self.user_key, self.item_key = key_names(data)
         self.primary_metric = metric_key(self.config.monitor)
-        self.metric_names = tuple(metric_key(f"{m}@{k}") for m in ("recall", "ndcg")
-                                  for k in self.config.ks)
+        names = [f"{m}@{k}" for m in ("recall", "ndcg") for k in self.config.ks]
+        self.metric_names = (*(metric_key(n) for n in names),
+                             *(width_key(n, w) for w in self.config.prefix_widths
+                               for n in names))
         return self
+
+    def result_info(self) -> dict[str, Any]:
+        """For the run's result (and so the snapshot): the prefix widths the vectors were
+        trained to be cut at; [] when matryoshka is off (only the full width is meant)."""
+        return {"matryoshka_widths": list(self._cfg().matryoshka)}
 
     @property
     def catalogue(self) -> tuple[str, ...]:
@@ -330,6 +356,9 @@ class RetrievalTask:
         user, item = output[:, :cfg.dim], output[:, cfg.dim:]
         ids = batch.sparse_features[self.item_key].values().to(output.device)
         log_q = self.log_q.to(output.device) if self.log_q is not None else None
+        if cfg.matryoshka:
+            return matryoshka_loss(user, item, ids, log_q, cfg.temperature, cfg.matryoshka,
+                                   cfg.matryoshka_weights or None)
         return sampled_softmax_loss(user, item, ids, log_q, cfg.temperature)
 
     def batch_size(self, batch: Any) -> int:
@@ -339,11 +368,17 @@ class RetrievalTask:
         return batch if device.type == "cpu" else batch.to(device, non_blocking=True)
 
     def evaluator(self) -> CorpusEvaluator:
-        return CorpusEvaluator(self._cfg().dim)
+        cfg = self._cfg()
+        return CorpusEvaluator(cfg.dim, cfg.prefix_widths)
 
     def final_metrics(self, model: TwoTower, data: Any, cfg: Any = None) -> dict[str, float]:
-        """Full-catalogue test metrics ("recall_at_10", "ndcg_at_100", ...) of an unsharded
-        model, on the leave-last-out test positives."""
-        metrics = evaluate_two_tower(model, data, self.leave_last_out(data), self._cfg().ks)
-        return {metric_key(k): float(v) for k, v in metrics.items()}
+        """Full-catalogue test metrics ("recall_at_10", "ndcg_at_100", "recall_at_50_w16", ...)
+        of an unsharded model, on the leave-last-out test positives."""
+        cfg = self._cfg()
+        by_width = evaluate_prefixes(model, data, self.leave_last_out(data),
+                                     (cfg.dim, *cfg.prefix_widths), cfg.ks)
+        out = {metric_key(k): float(v) for k, v in by_width.pop(cfg.dim).items()}
+        for width, metrics in by_width.items():
+            out |= {width_key(k, width): float(v) for k, v in metrics.items() if k != "users"}
+        return out
 
