@@ -187,7 +187,7 @@ class Trainer:
         self.fused_base_lr = [float(g["lr"]) for g in self.fused_opt.param_groups]
         self.optimizer = CombinedOptimizer([self.fused_opt, self.dense_opt])
         self.steps = Steps(self.model, self.dense_opt, self.device, self._set_lr, self.train_step,
-                           cfg.train.pipeline)
+                           cfg.train.pipelined(self.world, self.device.type))
         loader = self.task.loader
         common = {"rank": self.rank, "world_size": self.world}
         self.train_loader = loader(self.data, splits.train, batch_size=cfg.data.batch_size,

@@ -50,9 +50,9 @@ def _run(prepared: Path, run_dir: Path, *extra: str) -> tuple[dict[str, Any], di
 def test_pipelined_run_ends_where_the_plain_loop_ends(prepared: Path, tmp_path: Path) -> None:
     """30 steps over an epoch boundary with a validation every 7 steps (the pipeline is paused
     and its fetched batches kept): the same weights and test AUC as the plain loop."""
-    piped, piped_state = _run(prepared, tmp_path / "piped", "model.first_order=true")
-    plain, plain_state = _run(prepared, tmp_path / "plain", "model.first_order=true",
-                              "train.pipeline=false")
+    piped, piped_state = _run(prepared, tmp_path / "piped", "model.first_order=true",
+                              "train.pipeline=true")
+    plain, plain_state = _run(prepared, tmp_path / "plain", "model.first_order=true")
     assert piped["pipelined_modules"] == ["model.first_order.ebc", "model.model.layout.ebc"]
     assert plain["pipelined_modules"] == []
     assert piped["steps"] == plain["steps"] == 30
@@ -64,7 +64,7 @@ def test_pipelined_run_ends_where_the_plain_loop_ends(prepared: Path, tmp_path: 
 @pytest.mark.parametrize("layout", ["mixed_dim", "unified", "qr"])
 def test_every_layout_is_pipelined(prepared: Path, tmp_path: Path, layout: str) -> None:
     result, _ = _run(prepared, tmp_path / layout, f"layout.kind=\"{layout}\"",
-                     "train.max_steps=4", "train.eval_every=0")
+                     "train.max_steps=4", "train.eval_every=0", "train.pipeline=true")
     assert result["pipelined_modules"] == ["model.layout.ebc"]
     assert 0.0 < result["test_auc"] < 1.0
 
@@ -79,9 +79,28 @@ def test_two_tower_pipelined_across_epoch_ends(tmp_path: Path) -> None:
     data = prepared_movielens(tmp_path / "ml-100k", tmp_path)
     common = ("data.batch_size=4096", "train.max_steps=30", "train.eval_every=0",
               "retrieval.final_fit=false", "retrieval.matryoshka=false")
-    piped, _ = train_movielens_two_tower(data, tmp_path / "piped", *common)
-    plain, _ = train_movielens_two_tower(data, tmp_path / "plain", *common, "train.pipeline=false")
+    piped, _ = train_movielens_two_tower(data, tmp_path / "piped", *common, "train.pipeline=true")
+    plain, _ = train_movielens_two_tower(data, tmp_path / "plain", *common)
     assert piped["pipelined_modules"] == ["model.item.embeddings.ebc",
                                           "model.user.embeddings.ebc"]
     assert piped["steps"] == plain["steps"] == 30
     assert piped["test_recall_at_50"] == pytest.approx(plain["test_recall_at_50"], abs=2e-3)
+
+
+@pytest.mark.parametrize(("setting", "world", "device", "expected"), [
+    ('"auto"', 1, "cpu", False), ('"auto"', 2, "cpu", True), ('"auto"', 1, "cuda:0", True),
+    ("true", 1, "cpu", True), ("false", 2, "cpu", False)])
+def test_auto_pipelines_where_there_is_something_to_overlap(setting: str, world: int,
+                                                             device: str, expected: bool) -> None:
+    from plexrec.training.config import load_config
+
+    cfg = load_config(CONFIGS / "synthetic_dlrm.toml", [f"train.pipeline={setting}"])
+    assert cfg.train.pipelined(world, device) is expected
+
+
+def test_a_bad_pipeline_setting_names_key_and_value() -> None:
+    from plexrec.features.errors import ConfigError
+    from plexrec.training.config import load_config
+
+    with pytest.raises(ConfigError, match=r"\[train\] pipeline = 'sometimes': expected true, false or \"auto\""):
+        load_config(CONFIGS / "synthetic_dlrm.toml", ['train.pipeline="sometimes"'])
