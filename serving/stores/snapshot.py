@@ -19,33 +19,31 @@ class SnapshotStore:
     def __init__(self) -> None:
         self.reads = 0
 
-    def lookup_now(self, view: VersionView, entity: str, ids: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """(found, vectors) from the memory map; StoreUnavailable without a local snapshot."""
+    def _read(self, view: VersionView, entity: str, ids: np.ndarray, decode: bool
+              ) -> tuple[np.ndarray, np.ndarray]:
         snap = view.snapshot
         if snap is None:
             raise _unavailable(view)
         if entity not in snap.entities:
-            return np.zeros(ids.size, dtype=bool), np.empty((0, view.width), dtype="<f4")
+            empty = (np.empty((0, view.width), dtype="<f4") if decode
+                     else np.empty((0, view.row_bytes), dtype=np.uint8))
+            return np.zeros(ids.size, dtype=bool), empty
         rows = snap.row_of(entity, ids)
         found = rows >= 0
         hit_rows = rows if found.all() else rows[found]
         self.reads += hit_rows.size
-        return found, snap.decode_rows(entity, hit_rows)
+        read = snap.decode_rows if decode else snap.stored_rows
+        return found, read(entity, hit_rows)
+
+    def lookup_now(self, view: VersionView, entity: str, ids: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(found, vectors) from the memory map; StoreUnavailable without a local snapshot."""
+        return self._read(view, entity, ids, decode=True)
 
     def stored_now(self, view: VersionView, entity: str, ids: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
         """(found, stored rows uint8 [found, row_bytes]) from the memory map."""
-        snap = view.snapshot
-        if snap is None:
-            raise _unavailable(view)
-        if entity not in snap.entities:
-            return np.zeros(ids.size, dtype=bool), np.empty((0, view.row_bytes), dtype=np.uint8)
-        rows = snap.row_of(entity, ids)
-        found = rows >= 0
-        hit_rows = rows if found.all() else rows[found]
-        self.reads += hit_rows.size
-        return found, snap.stored_rows(entity, hit_rows)
+        return self._read(view, entity, ids, decode=False)
 
     async def lookup(self, view: VersionView, entity: str, ids: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
