@@ -4,12 +4,13 @@ importing what it configures."""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from plexrec.features.config import Section
 from plexrec.models.vector_codecs import CODECS
 
 ROTATIONS = ("itq", "none")
+_CHOICES = {"vector_dtype": tuple(CODECS), "binary_rotation": ROTATIONS}
 
 
 class ExportConfig(Section):
@@ -22,16 +23,10 @@ class ExportConfig(Section):
     binary_rotation: str = "itq"
     itq_iterations: int = Field(50, ge=1, le=1000)
 
-    @field_validator("vector_dtype")
+    @field_validator("vector_dtype", "binary_rotation")
     @classmethod
-    def _known_dtype(cls, dtype: str) -> str:
-        if dtype not in CODECS:
-            raise ValueError(f"expected one of {', '.join(CODECS)}")
-        return dtype
-
-    @field_validator("binary_rotation")
-    @classmethod
-    def _known_rotation(cls, rotation: str) -> str:
-        if rotation not in ROTATIONS:
-            raise ValueError(f"expected one of {', '.join(ROTATIONS)}")
-        return rotation
+    def _one_of(cls, value: str, info: ValidationInfo) -> str:
+        choices = _CHOICES[str(info.field_name)]
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
