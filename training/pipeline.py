@@ -67,11 +67,8 @@ class Steps:
         return factor, loss
 
     def _fall_back(self, reason: str) -> None:
-        pending = list(self._pipe.batches)
-        self._pipe.detach()
-        self._pipe = None
+        self.pause()
         self.pipelined = False
-        self._source = itertools.chain(pending, self._source)
         log.warning("training without TorchRec's train pipeline: %s", reason)
 
     def _new_pipeline(self) -> Any:
