@@ -351,10 +351,9 @@ def run_movielens(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from plexrec.training.launch import LaunchOptions, run_train
     from plexrec.training.retrieval_metrics import evaluate_topk
     from plexrec.training.two_tower import (
-        corpus_rows,
+        corpus_vectors,
         make_split,
         phase_of,
-        tower_vectors,
         vector_scorer,
     )
 
@@ -365,7 +364,7 @@ def run_movielens(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     prepared = work / "ml-prepared"
     prepare(load_schema(REPO / "configs" / "movielens.toml"), source, prepared, progress=False)
     split = make_split(PreparedData.open(prepared), HOLDOUT, val_holdout=HOLDOUT)
-    targets, seen, before = phase_of(split, "test")
+    targets, seen, _ = phase_of(split, "test")
     overrides = ["mlflow.enabled=false", f"train.runs_root={work / 'runs'}",
                  "retrieval.final_fit=false", *([f"train.epochs={args.epochs}"]
                                                 if args.epochs else [])]
@@ -378,9 +377,8 @@ def run_movielens(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                              overrides=[*overrides, f"train.seed={seed}"]))
             trained = load_trained(result["run_dir"])
             model = trained.parts.model
-            c = corpus_rows(trained.data, before)
-            users = tower_vectors(model.user, trained.data, c.user_rows).numpy()
-            items = tower_vectors(model.item, trained.data, c.item_rows).numpy()
+            c, user_vecs, item_vecs = corpus_vectors(model, trained.data, split, "test")
+            users, items = user_vecs.numpy(), item_vecs.numpy()
             width = items.shape[1]
             widths = sorted({w for w in (*model.matryoshka, width) if w <= width})
             run: dict[str, Any] = {"seed": seed, "train_s": round(time.perf_counter() - t0, 1),

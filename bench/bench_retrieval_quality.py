@@ -1,4 +1,4 @@
-"""Retrieval quality on MovieLens-100K: Recall@K and NDCG@K (K = 10, 50, 100) of the two-tower
+"""Retrieval quality on MovieLens-100K (or synthetic interactions): Recall@K and NDCG@K (K = 10, 50, 100) of the two-tower
 model against popularity, implicit ALS, implicit BPR and an id-only MF, all on the same split.
 
 Protocol: the retrieval task's own leave-last-out split (`make_split`, as `plexrec train` uses):
@@ -25,7 +25,21 @@ as plain inner products of the raw prefixes; the row "two_tower_matryoshka" (or
 `[retrieval] matryoshka`, so the table shows what the nested losses cost at full width and keep
 at half width.
 
-    python -m bench.bench_retrieval_quality [--repeats 3] [--quick] [--skip bpr als ...]
+User history (issue 14): the row "two_tower_no_history" (or "two_tower_history" when the
+shipped config has none) trains the other setting of `[retrieval] history`. With a history, a
+user's test vector is built from their interactions before their first test target, validation
+rows included (the input a server would have; the model never trained on them), as ALS refit
+sees them as training rows.
+
+`--dataset synthetic` runs the same protocol on the generator's 200,000 interactions (seed 0,
+what `make demo` trains on) with configs/synthetic_two_tower.toml, into
+bench/results/retrieval_quality_synthetic.json, with one more row, "oracle": every item ranked
+by the generator's own expected positives for the user (bench/synthetic_oracle.py), the ceiling
+of any model trained on the rows (estimated from simulated rows, so slightly below the true
+ceiling).
+
+    python -m bench.bench_retrieval_quality [--dataset movielens|synthetic] [--repeats 3]
+        [--quick] [--skip bpr als ...]
 """
 
 from __future__ import annotations
@@ -39,6 +53,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,20 +93,43 @@ from plexrec.training.two_tower import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "movielens_two_tower.toml"
-RESULTS = REPO / "bench" / "results" / "retrieval_quality.json"
+RESULTS = REPO / "bench" / "results"
+SYNTHETIC_ROWS = 200_000  # what `make demo` trains on
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A benchmark dataset: its schema, the shipped two-tower config and its results file."""
+
+    title: str
+    schema: Path
+    config: Path
+    results: Path
+
+
+DATASETS = {
+    "movielens": Dataset("MovieLens-100K (rating >= 4 is a positive)",
+                         REPO / "configs" / "movielens.toml",
+                         REPO / "configs" / "movielens_two_tower.toml",
+                         RESULTS / "retrieval_quality.json"),
+    "synthetic": Dataset(f"synthetic interactions ({SYNTHETIC_ROWS:,} rows, seed 0, as the demo)",
+                         REPO / "configs" / "synthetic_interactions.toml",
+                         REPO / "configs" / "synthetic_two_tower.toml",
+                         RESULTS / "retrieval_quality_synthetic.json"),
+}
+CONFIG = DATASETS["movielens"].config
 KS = (10, 50, 100)
 HOLDOUT = 5
 
 
-def _two_tower(prepared: Path, runs: Path, data: Any, split: LeaveLastOut,
+def _two_tower(config: Path, prepared: Path, runs: Path, data: Any, split: LeaveLastOut,
                overrides: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
     """The shipped config through `plexrec train`'s own trainer (in this process), then its
     checkpoint scored on the benchmark's split, which is the task's split."""
     started = time.perf_counter()
     # The final fit (retraining on every row) would only cost time here: the figures are the
     # held-out run's best validation checkpoint either way.
-    result = run_train(LaunchOptions(config=CONFIG, data=str(prepared), quiet=True, overrides=[
+    result = run_train(LaunchOptions(config=config, data=str(prepared), quiet=True, overrides=[
         "mlflow.enabled=false", f"train.runs_root={runs}", "retrieval.final_fit=false",
         *overrides]))
     trained = load_trained(result["run_dir"])
@@ -286,6 +324,30 @@ def _popularity(data: Any, split: LeaveLastOut, inter: Interactions, monitor: st
             "runs": [pop], "params": {"positives": chosen}, "embedding_params": 0}
 
 
+def _oracle(data: Any, split: LeaveLastOut, inter: Interactions, samples: int
+            ) -> dict[str, Any]:
+    """The generator's own expected positives per item (bench/synthetic_oracle.py): the ceiling
+    any model trained on these rows can reach, on the same split and masks."""
+    from bench.synthetic_oracle import oracle_scorer
+    from plexrec.features.synth import InteractionGenerator
+    from plexrec.training.export import external_ids
+
+    print(f"oracle: the generator's expected positives ({samples} simulated rows per user)",
+          flush=True)
+    started = time.perf_counter()
+    user_key, item_key = key_names(data)
+    gen = InteractionGenerator(0, max(10, SYNTHETIC_ROWS // 20), max(10, SYNTHETIC_ROWS // 50))
+    users = np.array(sorted(split.test_pos), dtype=np.int64)
+    score = oracle_scorer(gen, external_ids(data, user_key, users), users,
+                          external_ids(data, item_key, inter.candidates), samples)
+    metrics = evaluate_topk(score, split.test_pos, seen_before_test(split), inter.candidates,
+                            KS)
+    print("    " + " ".join(f"{k}={metrics[k]:.4f}" for k in _names())
+          + f"  ({time.perf_counter() - started:.1f}s)", flush=True)
+    return {"mean": {k: metrics[k] for k in _names()}, "std": {k: 0.0 for k in _names()},
+            "runs": [metrics], "params": {"samples_per_user": samples}, "embedding_params": 0}
+
+
 def _names() -> list[str]:
     return [f"recall@{k}" for k in KS] + [f"ndcg@{k}" for k in KS]
 
@@ -306,26 +368,41 @@ QUICK_BPR = {"positives": ["all"], "factors": [32], "learning_rate": [0.05],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ML_100K, help="the ml-100k directory")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="movielens",
+                        help="MovieLens-100K, or the generator's interactions as the demo "
+                             "writes them")
+    parser.add_argument("--data", type=Path, default=ML_100K,
+                        help="the ml-100k directory (--dataset movielens)")
     parser.add_argument("--repeats", type=int, default=3, help="seeds per trained model")
     parser.add_argument("--quick", action="store_true", help="1 seed, 1 epoch: a smoke run")
     parser.add_argument("--monitor", default="recall@50",
                         help="the validation metric every baseline's grid is chosen on")
     parser.add_argument("--skip", nargs="*", default=[],
                         help="parts to leave out: popularity, bpr, als (and its refit), mf, "
-                             "two_tower, two_tower_unified_25pct, matryoshka")
+                             "two_tower, two_tower_unified_25pct, matryoshka, history, oracle")
+    parser.add_argument("--oracle-samples", type=int, default=2000,
+                        help="simulated rows per user for the synthetic oracle")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra --set for the two-tower runs (tuning only)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: bench/results/retrieval_quality[_synthetic].json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     repeats = 1 if args.quick else args.repeats
     epochs = 1 if args.quick else None
     seeds = list(range(repeats))
 
+    dataset = DATASETS[args.dataset]
+    config = dataset.config
+    out_path = args.out or dataset.results
     with tempfile.TemporaryDirectory(prefix="plexrec-bench-") as tmp:
-        prepare(load_schema(REPO / "configs" / "movielens.toml"), args.data, Path(tmp) / "ml",
-                progress=False)
+        source = args.data
+        if args.dataset == "synthetic":
+            from plexrec.features.synth import write_interactions
+
+            source = Path(tmp) / "interactions"
+            write_interactions(source, SYNTHETIC_ROWS, seed=0, progress=False)
+        prepare(load_schema(dataset.schema), source, Path(tmp) / "ml", progress=False)
         data = PreparedData.open(Path(tmp) / "ml")
         # The retrieval task's split: each user's last HOLDOUT positives test, the HOLDOUT
         # before them validate; every model fits on the same training rows.
@@ -334,7 +411,7 @@ def main() -> None:
         inter = Interactions(data, split)
         candidates = inter.candidates
         n_test = sum(len(v) for v in split.test_pos.values())
-        print(f"MovieLens-100K: {len(split.test_pos)} users evaluated, {n_test} held-out "
+        print(f"{dataset.title}: {len(split.test_pos)} users evaluated, {n_test} held-out "
               f"positives, {len(candidates)} candidate items", flush=True)
 
         mf_config = MFConfig(epochs=epochs) if epochs else MFConfig()
@@ -343,12 +420,15 @@ def main() -> None:
         prepared = Path(tmp) / "ml"
 
         def two_tower(*overrides: str) -> Callable[[int], Any]:
-            return lambda s: _two_tower(prepared, runs, data, split,
+            return lambda s: _two_tower(config, prepared, runs, data, split,
                                         [*common, f"train.seed={s}", *overrides])
 
         results: dict[str, Any] = {}
         if "popularity" not in args.skip:
             results["popularity"] = _popularity(data, split, inter, args.monitor)
+
+        if args.dataset == "synthetic" and "oracle" not in args.skip:
+            results["oracle"] = _oracle(data, split, inter, args.oracle_samples)
 
         tuning: dict[str, Any] = {}
         for kind, space, label in (("bpr", QUICK_BPR if args.quick else BPR_GRID, "BPR"),
@@ -376,8 +456,14 @@ def main() -> None:
             print("two-tower, unified layouts with 1/4 of the embedding parameters", flush=True)
             results["two_tower_unified_25pct"] = _repeat(two_tower(
                 "layout.kind=unified", f"layout.budget={full_params // 4}"), seeds)
+        if "history" not in args.skip:
+            shipped_history = retrieval_config(load_config(config)).history
+            other = "two_tower_no_history" if shipped_history else "two_tower_history"
+            toggle = f"retrieval.history={0 if shipped_history else 10}"
+            print(f"two-tower, shipped config with {toggle}", flush=True)
+            results[other] = _repeat(two_tower(toggle), seeds)
         if "matryoshka" not in args.skip:
-            shipped = bool(retrieval_config(load_config(CONFIG)).matryoshka)
+            shipped = bool(retrieval_config(load_config(config)).matryoshka)
             other = "two_tower_no_matryoshka" if shipped else "two_tower_matryoshka"
             toggle = f"retrieval.matryoshka={str(not shipped).lower()}"
             print(f"two-tower, shipped config with {toggle}", flush=True)
@@ -407,9 +493,12 @@ def main() -> None:
         print(f"\ntwo-tower - ALS: recall@50 {gaps['two_tower_minus_als_recall@50']:+.4f} "
               f"(target >= +0.02), NDCG@10 {gaps['two_tower_minus_als_ndcg@10']:+.4f} "
               "(target >= 0)")
+    if "two_tower" in results and args.dataset == "synthetic":
+        recall = results["two_tower"]["mean"]["recall@100"]
+        print(f"two-tower recall@100 {recall:.4f} (target >= 1.2 x 0.378 = 0.4536)")
     out = {
         "benchmark": "retrieval_quality",
-        "dataset": "MovieLens-100K (rating >= 4 is a positive)",
+        "dataset": dataset.title,
         "protocol": {"holdout": f"last min({HOLDOUT}, n_pos // 2) positives per user by time "
                                 f"test, the min({HOLDOUT}, ...) before them validation",
                      "users_evaluated": len(split.test_pos), "held_out_positives": n_test,
@@ -417,7 +506,7 @@ def main() -> None:
                                    "rows of any rating; for test also the validation positives)",
                      "selection": f"validation {args.monitor}; test reported once",
                      "ks": list(KS), "statistic": f"mean over {repeats} seed(s)"},
-        "config": {"two_tower": {"config": str(CONFIG.relative_to(REPO)), "overrides": common},
+        "config": {"two_tower": {"config": str(config.relative_to(REPO)), "overrides": common},
                    "mf": mf_config.__dict__, "als_grid": ALS_GRID, "bpr_grid": BPR_GRID},
         "results": results,
         "tuning": tuning,
@@ -430,9 +519,9 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "cpus": os.cpu_count()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    print(f"wrote {args.out}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":

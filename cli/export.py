@@ -21,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vector-dtype", default=None, metavar="DTYPE",
                    help="store the vectors as float32, float16, int8 or binary (default: the "
                         "run config's [export] vector_dtype, float32 unless set)")
+    p.add_argument("--item-catalog", type=Path, default=None, metavar="CSV",
+                   help="a CSV of every catalogue item (header: the schema's item columns); "
+                        "items no interaction mentions get vectors from the item tower "
+                        "(default: the run config's [export] item_catalog, none unless set)")
     p.set_defaults(func=run)
 
 
@@ -28,6 +32,6 @@ def run(args: argparse.Namespace) -> int:
     from plexrec.training.export import export_run
 
     result = export_run(args.out, run_id=args.run_id, checkpoint=args.checkpoint,
-                        vector_dtype=args.vector_dtype)
+                        vector_dtype=args.vector_dtype, item_catalog=args.item_catalog)
     print(json.dumps(result.to_json()), flush=True)
     return 0

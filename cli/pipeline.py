@@ -169,8 +169,10 @@ def run_demo(config: DemoConfig) -> DemoSummary:
         "--set", f"train.epochs={config.two_tower_epochs}",
         "--set", f"train.runs_root={work / 'runs'}", "--set", "mlflow.log_model=true",
         *_register(DEMO_MODELS[1]), *quiet)
+    catalog = tt_data / "catalog" / "items.csv"  # the generator's: every item, seen or not
     summary.snapshot = stage("export the vector snapshot", "export", "--run",
-                             summary.two_tower["run_id"], "--out", str(work / "snapshots"))
+                             summary.two_tower["run_id"], "--out", str(work / "snapshots"),
+                             *(["--item-catalog", str(catalog)] if catalog.is_file() else []))
 
     redis_proc = None
     redis_url = config.redis_url or os.environ.get("REDIS_URL")

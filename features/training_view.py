@@ -51,6 +51,16 @@ def row_tokens(data: PreparedData, name: str, rows: np.ndarray | None) -> np.nda
     return values[np.repeat(mask, np.diff(offsets))]
 
 
+def key_ids(data: Any, name: str) -> np.ndarray:
+    """The run id of a categorical feature per row (one value per row)."""
+    values = np.asarray(data.values(name))
+    if len(values) != data.num_rows:
+        raise DataError(f"{name} has {len(values)} values for {data.num_rows} rows",
+                        path=str(data.path))
+    id_map = data.id_map(name)
+    return values if id_map is None else id_map[values]
+
+
 def _vocab_values(data: PreparedData, name: str) -> pa.Array:
     """The cache's values by cache id (index 0, the OOV row, holds an empty string)."""
     import pyarrow.parquet as pq

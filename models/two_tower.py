@@ -116,20 +116,31 @@ def log_q_from_counts(counts: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 
-def sampled_softmax_loss(user: torch.Tensor, item: torch.Tensor, item_ids: torch.Tensor,
-                         log_q: torch.Tensor | None, temperature: float) -> torch.Tensor:
-    """In-batch sampled softmax: row i's positive is column i; the other columns are negatives.
+Negatives = tuple[torch.Tensor, torch.Tensor]
 
-    logits[i, j] = <u_i, v_j> / T - log q(item_j). Columns holding the same item as row i's
-    positive are masked: the same item is not its own negative."""
-    logits = user @ item.T / temperature
+
+def sampled_softmax_loss(user: torch.Tensor, item: torch.Tensor, item_ids: torch.Tensor,
+                         log_q: torch.Tensor | None, temperature: float,
+                         negatives: Negatives | None = None) -> torch.Tensor:
+    """In-batch sampled softmax: row i's positive is column i; the other columns are negatives,
+    and with `negatives` (vectors [M, d], item ids [M]: corpus items sampled apart, as in Mixed
+    Negative Sampling, Yang et al., WWW 2020) M more columns follow.
+
+    logits[i, j] = <u_i, v_j> / T - log q(item_j), q the proposal the columns were drawn from.
+    Columns holding the same item as row i's positive are masked: the same item is not its own
+    negative."""
+    candidates, candidate_ids = item, item_ids
+    if negatives is not None:
+        candidates = torch.cat([item, negatives[0]])
+        candidate_ids = torch.cat([item_ids, negatives[1]])
+    logits = user @ candidates.T / temperature
     if log_q is not None:
-        logits = logits - log_q[item_ids].unsqueeze(0)
-    same = item_ids.unsqueeze(0) == item_ids.unsqueeze(1)
-    same.fill_diagonal_(False)
+        logits = logits - log_q[candidate_ids].unsqueeze(0)
+    same = item_ids.unsqueeze(1) == candidate_ids.unsqueeze(0)
+    rows = torch.arange(len(user), device=user.device)
+    same[rows, rows] = False
     logits = logits.masked_fill(same, float("-inf"))
-    target = torch.arange(len(user), device=user.device)
-    return F.cross_entropy(logits, target)
+    return F.cross_entropy(logits, rows)
 
 
 def width_problem(widths: Sequence[int], dim: int) -> str | None:
@@ -171,7 +182,8 @@ def prefix_vectors(vectors: torch.Tensor, width: int) -> torch.Tensor:
 
 def matryoshka_loss(user: torch.Tensor, item: torch.Tensor, item_ids: torch.Tensor,
                     log_q: torch.Tensor | None, temperature: float, widths: Sequence[int],
-                    weights: Sequence[float] | None = None) -> torch.Tensor:
+                    weights: Sequence[float] | None = None,
+                    negatives: Negatives | None = None) -> torch.Tensor:
     """The sampled-softmax loss summed over nested prefixes (optionally weighted, one weight
     per width), each prefix re-normalised so every width is trained on cosines under the same
     temperature and log-Q correction. With `widths = [dim]` it is `sampled_softmax_loss`."""
@@ -180,9 +192,11 @@ def matryoshka_loss(user: torch.Tensor, item: torch.Tensor, item_ids: torch.Tens
         raise ValueError(f"{len(weights)} matryoshka weights for {len(widths)} widths")
     total = user.new_zeros(())
     for width, weight in zip(widths, weights, strict=True):
+        cut = None if negatives is None else (prefix_vectors(negatives[0], width),
+                                              negatives[1])
         total = total + weight * sampled_softmax_loss(
             prefix_vectors(user, width), prefix_vectors(item, width), item_ids, log_q,
-            temperature)
+            temperature, cut)
     return total
 
 

@@ -32,7 +32,14 @@ from plexrec.models.snapshot import write_snapshot
 from plexrec.models.two_tower import PaddedUserTower, padded_user_tower
 from plexrec.models.vector_codecs import CODECS, learn_itq_rotation
 from plexrec.training.export_config import ExportConfig
-from plexrec.training.two_tower import TwoTowerParts, entity_rows, key_names, tower_vectors
+from plexrec.training.item_catalog import catalog_vectors
+from plexrec.training.two_tower import (
+    TwoTowerParts,
+    entity_rows,
+    key_names,
+    tower_vectors,
+    user_vectors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,31 +132,42 @@ def export_snapshot(parts: TwoTowerParts, data: Any, out_dir: str | Path, *, run
                     metrics: dict[str, float] | None = None,
                     training: dict[str, Any] | None = None,
                     export: ExportConfig | None = None) -> ExportResult:
-    """Vectors of all vocabulary users (each from their latest row) and items, the scripted user
-    tower and its contract, written as one snapshot version under `out_dir`, the vectors stored
-    as `export.vector_dtype`."""
+    """Vectors of all vocabulary users (each from their latest row, with their whole history when
+    the model has one) and items (plus the catalogue's items no row mentions, with
+    `export.item_catalog`), the scripted user tower and its contract, written as one snapshot
+    version under `out_dir`, the vectors stored as `export.vector_dtype`."""
     export = export or ExportConfig()
     user_key, item_key = key_names(data)
     users, user_rows = entity_rows(data, user_key)
     items, item_rows = entity_rows(data, item_key)
     model = parts.model
-    user_vecs = tower_vectors(model.user, data, user_rows).numpy()
+    user_vecs = user_vectors(model, data, np.arange(data.num_rows), user_rows).numpy()
     item_vecs = tower_vectors(model.item, data, item_rows).numpy()
+    item_ids = external_ids(data, item_key, items)
+    cold = 0
+    if export.item_catalog:
+        catalog_ids, catalog_vecs = catalog_vectors(parts, data, export.item_catalog)
+        unseen = ~np.isin(catalog_ids, item_ids)
+        cold = int(unseen.sum())
+        item_ids = np.concatenate([item_ids, catalog_ids[unseen]])
+        item_vecs = np.concatenate([item_vecs, catalog_vecs[unseen]])
     with tempfile.TemporaryDirectory(prefix="plexrec-export-") as tmp:
         tower_path = script_tower(serving_tower(parts, data), Path(tmp) / TOWER_FILE)
         contract_path = Path(tmp) / CONTRACT_FILE
         contract_path.write_text(json.dumps(user_contract(data, parts), indent=1) + "\n")
         path = write_snapshot(out_dir, users=(external_ids(data, user_key, users), user_vecs),
-                              items=(external_ids(data, item_key, items), item_vecs),
+                              items=(item_ids, item_vecs),
                               run_id=run_id, metrics=metrics or {},
                               training={**(training or {}),
-                                        "matryoshka_widths": [int(w) for w in model.matryoshka]},
+                                        "matryoshka_widths": [int(w) for w in model.matryoshka],
+                                        **({"catalog_only_items": cold}
+                                           if export.item_catalog else {})},
                               extra_files={TOWER_FILE: tower_path, CONTRACT_FILE: contract_path},
                               dtype=export.vector_dtype,
                               rotation=binary_rotation(export, user_vecs, item_vecs))
     manifest = json.loads((path / "manifest.json").read_text())
     return ExportResult(snapshot=path, version=manifest["version"], users=len(users),
-                        items=len(items), width=int(user_vecs.shape[1]),
+                        items=len(item_ids), width=int(user_vecs.shape[1]),
                         dtype=export.vector_dtype)
 
 
@@ -280,28 +298,34 @@ def log_snapshot(run_id: str, snapshot: Path) -> bool:
     return True
 
 
-def export_config(base: ExportConfig, vector_dtype: str | None) -> ExportConfig:
-    """The run's `[export]` table with `--vector-dtype` (when given) in place of its dtype."""
-    if vector_dtype is None:
+def export_config(base: ExportConfig, vector_dtype: str | None,
+                  item_catalog: str | Path | None = None) -> ExportConfig:
+    """The run's `[export]` table with `--vector-dtype` and `--item-catalog` (when given) in
+    place of its own."""
+    flags = {k: str(v) for k, v in (("vector_dtype", vector_dtype),
+                                    ("item_catalog", item_catalog)) if v is not None}
+    if not flags:
         return base
-    return parse_section(ExportConfig, {**base.model_dump(), "vector_dtype": vector_dtype},
-                         "--vector-dtype")
+    return parse_section(ExportConfig, {**base.model_dump(), **flags},
+                         " and ".join(f"--{k.replace('_', '-')}" for k in flags))
 
 
 def export_run(out_dir: str | Path, *, run_id: str | None = None,
                checkpoint: str | Path | None = None,
-               vector_dtype: str | None = None) -> ExportResult:
+               vector_dtype: str | None = None,
+               item_catalog: str | Path | None = None) -> ExportResult:
     """`plexrec export`: from an MLflow run id (its recorded run directory) or a run/checkpoint
     directory, write the snapshot and log it to the run. `vector_dtype` overrides the run
-    config's `[export] vector_dtype`."""
+    config's `[export] vector_dtype`, `item_catalog` its `[export] item_catalog`."""
     if (run_id is None) == (checkpoint is None):
         raise ConfigError("give exactly one of --run RUN_ID or --checkpoint DIR")
-    export_config(ExportConfig(), vector_dtype)
+    export_config(ExportConfig(), vector_dtype, item_catalog)
     path = Path(checkpoint) if checkpoint is not None else run_dir_of(run_id or "")
     trained = load_trained(path, run_id)
     result = export_snapshot(trained.parts, trained.data, out_dir, run_id=trained.run_id,
                              metrics=trained.metrics, training=trained.provenance(),
-                             export=export_config(trained.export, vector_dtype))
+                             export=export_config(trained.export, vector_dtype,
+                                                  item_catalog))
     if run_id is not None or _read_text(trained.run_dir / "mlflow_run_id"):
         log_snapshot(trained.run_id, result.snapshot)
     return result

@@ -131,14 +131,17 @@ def _all_mean(value: float) -> float:
 
 def training_view(cfg: RunConfig, task: Task, cache: Any) -> tuple[Any, Any]:
     """(the run's TrainingView of the cache, its Splits): the split first (the task's own, or
-    [data] split), then every statistic from the training rows alone."""
+    [data] split), then every statistic from the training rows alone; a task with a
+    `data_view(view, splits)` hook adds what it derives from the rows (retrieval's history)."""
     from plexrec.features.batching import split_rows
     from plexrec.features.training_view import TrainingView
 
     custom_split = getattr(task, "split", None)
     splits = (custom_split(cfg, cache) if custom_split is not None else
               split_rows(cache, tuple(cfg.data.split), cfg.data.split_seed, cfg.data.by_time))
-    return TrainingView(cache, splits.train, getattr(task, "catalogue", ())), splits
+    view = TrainingView(cache, splits.train, getattr(task, "catalogue", ()))
+    data_view = getattr(task, "data_view", None)
+    return (data_view(view, splits) if data_view is not None else view), splits
 
 
 class Trainer:

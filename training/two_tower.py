@@ -18,6 +18,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from plexrec.features.config import Section, parse_section
 from plexrec.features.errors import ConfigError, DataError
+from plexrec.features.history import HistorySpec, HistoryView, known_at
+from plexrec.features.training_view import key_ids
 from plexrec.models.layouts import Budget, LayoutConfig, build_layout, specs_from_prepared
 from plexrec.models.two_tower import (
     Tower,
@@ -58,6 +60,13 @@ class RetrievalConfig(Section):
     the training rows, so its own validation and test figures mean nothing and are not
     reported).
 
+    `history`: how many of the user's latest earlier interactions (of the `positives` policy)
+    feed the user tower as a mean-pooled bag of item ids (features/history.py); 0 is off.
+
+    `corpus_negatives`: M items drawn uniformly from the corpus per batch as extra negative
+    columns beside the in-batch ones (Mixed Negative Sampling, Yang et al. 2020); the log-Q
+    correction is then the mixture's, log(batch_size * p(item) + M / N). 0 is off.
+
     `matryoshka`: nested prefix widths trained with the same loss (models/two_tower.py, which
     also says how a prefix is scored): `true` means d/8, d/4, d/2 and d; a list such as
     [8, 16, 32] gets d appended; empty or `false` is off. Each width must divide d. Stored
@@ -82,6 +91,8 @@ class RetrievalConfig(Section):
     final_fit: bool = True
     train_rows: Literal["split", "all"] = "split"
     seed: int = 0
+    history: int = Field(0, ge=0)
+    corpus_negatives: int = Field(0, ge=0)
     matryoshka: tuple[int, ...] = ()
     matryoshka_weights: tuple[Annotated[float, Field(gt=0)], ...] = ()
 
@@ -177,16 +188,6 @@ def key_names(data: Any) -> tuple[str, str]:
     return schema.user_key, schema.item_key
 
 
-def key_ids(data: Any, name: str) -> np.ndarray:
-    """The id of a categorical feature per row (one value per row)."""
-    values = np.asarray(data.values(name))
-    if len(values) != data.num_rows:
-        raise DataError(f"{name} has {len(values)} values for {data.num_rows} rows",
-                        path=str(data.path))
-    id_map = data.id_map(name)
-    return values if id_map is None else id_map[values]
-
-
 @dataclass
 class TwoTowerParts:
     model: TwoTower
@@ -218,6 +219,19 @@ def split_budget(layout: LayoutConfig, sizes: Sequence[int]) -> list[LayoutConfi
                 for n in sizes]
     assert budget.bytes is not None
     return [layout.with_budget(Budget(bytes=max(1, budget.bytes * n // total))) for n in sizes]
+
+
+HISTORY_FEATURE = "history"
+
+
+def with_history(data: Any, config: RetrievalConfig, known_rows: np.ndarray) -> Any:
+    """`data` plus the user's history feature over `known_rows` (`[retrieval] history`
+    items; unchanged when it is 0)."""
+    if not config.history:
+        return data
+    user_key, item_key = key_names(data)
+    return HistoryView(data, HistorySpec(HISTORY_FEATURE, user_key, item_key, config.history,
+                                         config.positives), known_rows)
 
 
 def build_two_tower(data: Any, layout: LayoutConfig, config: RetrievalConfig,
@@ -336,22 +350,45 @@ def vector_scorer(users: np.ndarray, user_vecs: torch.Tensor, item_vecs: torch.T
     return score
 
 
-def two_tower_scorer(model: TwoTower, data: Any, user_rows_from: np.ndarray
-                     ) -> tuple[Callable[[np.ndarray], torch.Tensor], np.ndarray]:
-    """(score function over all vocabulary items, the candidate item ids), with the vectors of
-    `corpus_rows(data, user_rows_from)`."""
-    c = corpus_rows(data, user_rows_from)
-    user_vecs = tower_vectors(model.user, data, c.user_rows)
-    item_vecs = tower_vectors(model.item, data, c.item_rows)
-    return vector_scorer(c.users, user_vecs, item_vecs, str(data.path)), c.items
+def user_vectors(model: TwoTower, data: Any, known_rows: np.ndarray, user_rows: np.ndarray,
+                 bound_rows: np.ndarray | None = None) -> torch.Tensor:
+    """The user vectors of `user_rows` as a server would have them after `known_rows`: with a
+    history feature, each user's history holds their known interactions before the bound row
+    (see features.history.known_at; none: all of them)."""
+    return tower_vectors(model.user, known_at(data, known_rows, user_rows, bound_rows),
+                         user_rows)
+
+
+def first_targets(data: Any, held_rows: np.ndarray, user_rows: np.ndarray) -> np.ndarray:
+    """For each user row, the row of that user's earliest held-out target (by time, then row),
+    -1 when the user has none: a history for the evaluation ends before it."""
+    users = key_ids(data, key_names(data)[0])
+    held = np.asarray(held_rows, dtype=np.int64)
+    time_ = np.asarray(data.time) if data.time is not None else np.arange(data.num_rows)
+    held = held[np.lexsort((held, time_[held], users[held]))]
+    first_user, first_at = np.unique(users[held], return_index=True)
+    bound = np.full(data.cardinality(key_names(data)[0]), -1, dtype=np.int64)
+    bound[first_user] = held[first_at]
+    return bound[users[np.asarray(user_rows, dtype=np.int64)]]
+
+
+def corpus_vectors(model: TwoTower, data: Any, split: LeaveLastOut, phase: str
+                   ) -> tuple[CorpusRows, torch.Tensor, torch.Tensor]:
+    """The corpus rows of a phase ("val" or "test") and their user and item vectors."""
+    _, _, before = phase_of(split, phase)
+    c = corpus_rows(data, before)
+    bounds = first_targets(data, held_rows(split, phase), c.user_rows)
+    return (c, user_vectors(model, data, before, c.user_rows, bounds),
+            tower_vectors(model.item, data, c.item_rows))
 
 
 def evaluate_two_tower(model: TwoTower, data: Any, split: LeaveLastOut,
                        ks: Sequence[int] = DEFAULT_KS, phase: str = "test") -> dict[str, float]:
     """Full-catalogue Recall@K / NDCG@K on the split's test (or "val") positives."""
-    targets, seen, before = phase_of(split, phase)
-    score, items = two_tower_scorer(model, data, before)
-    return evaluate_topk(score, targets, seen, items, ks)
+    targets, seen, _ = phase_of(split, phase)
+    c, user_vecs, item_vecs = corpus_vectors(model, data, split, phase)
+    score = vector_scorer(c.users, user_vecs, item_vecs, str(data.path))
+    return evaluate_topk(score, targets, seen, c.items, ks)
 
 
 def evaluate_prefixes(model: TwoTower, data: Any, split: LeaveLastOut, widths: Sequence[int],
@@ -360,10 +397,8 @@ def evaluate_prefixes(model: TwoTower, data: Any, split: LeaveLastOut, widths: S
     """`evaluate_two_tower` with the vectors cut to each prefix width (one tower pass for all
     widths): re-normalised prefixes, as served (`prefix_vectors`), or with `renormalise=False`
     the plain inner product of raw prefixes."""
-    targets, seen, before = phase_of(split, phase)
-    c = corpus_rows(data, before)
-    user_vecs = tower_vectors(model.user, data, c.user_rows)
-    item_vecs = tower_vectors(model.item, data, c.item_rows)
+    targets, seen, _ = phase_of(split, phase)
+    c, user_vecs, item_vecs = corpus_vectors(model, data, split, phase)
     cut = prefix_vectors if renormalise else _raw_prefix
     out = {}
     for width in widths:
@@ -386,6 +421,11 @@ def phase_of(split: LeaveLastOut, phase: str
         return (split.test_pos, seen_before_test(split),
                 np.sort(np.concatenate([split.train_rows, split.val_rows])))
     raise ValueError(f"phase must be 'val' or 'test', got {phase!r}")
+
+
+def held_rows(split: LeaveLastOut, phase: str) -> np.ndarray:
+    """The held-out target rows of "val" or "test"."""
+    return split.val_rows if phase == "val" else split.test_rows
 
 
 def make_split(data: Any, holdout: int, val_holdout: int = 0) -> LeaveLastOut:

@@ -60,6 +60,11 @@ def test_demo_smoke_runs_every_stage(tmp_path: Path, redis_url: str, mlflow_uri:
     snap = Snapshot.open(result["snapshot"]["snapshot"])
     assert snap.version == result["snapshot"]["version"]
     assert len(snap.ids("user")) == result["snapshot"]["users"] > 0
+    # every item of the generator's catalogue, cold ones from the item tower on their features
+    catalog = next(work.glob("interactions-*/catalog/items.csv"))
+    assert len(snap.ids("item")) == result["snapshot"]["items"] \
+        == len(catalog.read_text().splitlines()) - 1
+    assert snap.manifest["training"]["catalog_only_items"] >= 0
     # publish: the pointer names the exported version and its vectors are all there
     r = redis.Redis.from_url(redis_url)
     assert redis_keys.read_current(r, "default") == snap.version

@@ -47,8 +47,11 @@ def ml(ml_100k, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(ml, tmp_path_factory):
+    # The plain tower over the cache's own features (the history feature's export is
+    # tests/training/test_history_retrieval.py's).
     _, trained = train_movielens_two_tower(
-        ml, tmp_path_factory.mktemp("runs"), "model.deep_mlp=[32, 16]", "layout.kind=mixed_dim",
+        ml, tmp_path_factory.mktemp("runs"), "retrieval.history=0",
+        "model.deep_mlp=[32, 16]", "layout.kind=mixed_dim",
         "layout.dim=8", "layout.budget=6000", "data.batch_size=256", "train.max_steps=20")
     parts = trained.parts
     out = tmp_path_factory.mktemp("snapshots")

@@ -41,7 +41,7 @@ def test_two_tower_trains_under_the_trainer_and_beats_chance(ml, tmp_path):
                                                 "layout.dim=16", "train.patience=0",
                                                 "retrieval.final_fit=false")
     parts = trained.parts
-    assert parts.user_sparse == ["user_id", "age", "gender", "occupation", "zip"]
+    assert parts.user_sparse == ["user_id", "age", "gender", "occupation", "zip", "history"]
     assert parts.item_sparse == ["item_id", "genres", "release_year"]
     assert [ml.dense_names[i] for i in parts.user_dense] == ["age_years"]
     assert result["steps"] == 80
@@ -176,18 +176,22 @@ def _sharded_eval_by_hand(task, model, ml, phase, world_size):
     return merged.compute()
 
 
+@pytest.mark.parametrize("history", [0, 10])
 @pytest.mark.parametrize("phase", ["val", "test"])
-def test_full_corpus_evaluator_equals_the_offline_ranking(ml, phase):
+def test_full_corpus_evaluator_equals_the_offline_ranking(ml, phase, history):
     """The evaluator that drives early stopping ranks every item for every user, exactly as the
     offline (and served) ranking does: same vectors, same mask, same figures, whatever the
-    number of ranks the rows are spread over."""
-    cfg = load_config(CONFIGS / "movielens_two_tower.toml", ["model.deep_mlp=[16]"])
+    number of ranks the rows are spread over; with a user history too (each phase's own)."""
+    cfg = load_config(CONFIGS / "movielens_two_tower.toml",
+                      ["model.deep_mlp=[16]", f"retrieval.history={history}"])
     task = RetrievalTask().configure(cfg, ml)
-    model = task.build(cfg, ml, "cpu").module.eval()
-    offline = evaluate_two_tower(model, ml, task.leave_last_out(ml), ks=(10, 50, 100),
+    data = task.data_view(ml, task.split(cfg, ml))
+    assert (data is ml) == (history == 0)
+    model = task.build(cfg, data, "cpu").module.eval()
+    offline = evaluate_two_tower(model, data, task.leave_last_out(data), ks=(10, 50, 100),
                                  phase=phase)
     for world_size in (1, 2):
-        got = _sharded_eval_by_hand(task, model, ml, phase, world_size)
+        got = _sharded_eval_by_hand(task, model, data, phase, world_size)
         assert got["users"] == offline["users"] > 900
         for k in ("recall@10", "recall@50", "ndcg@10", "ndcg@100"):
             assert got[k.replace("@", "_at_")] == pytest.approx(offline[k], abs=1e-6)

@@ -14,6 +14,7 @@ import torch
 
 from plexrec.features.batching import BatchLoader, Splits
 from plexrec.features.errors import ConfigError
+from plexrec.features.history import known_at
 from plexrec.models.layouts import LayoutConfig
 from plexrec.models.two_tower import (
     TwoTower,
@@ -28,7 +29,10 @@ from plexrec.training.two_tower import (
     TwoTowerParts,
     build_two_tower,
     corpus_rows,
+    entity_rows,
     evaluate_prefixes,
+    first_targets,
+    held_rows,
     item_log_q,
     key_names,
     make_split,
@@ -38,6 +42,7 @@ from plexrec.training.two_tower import (
     training_pairs,
     vector_scorer,
     width_key,
+    with_history,
 )
 
 INBATCH_KS = (1, 10)
@@ -52,7 +57,8 @@ def retrieval_config(cfg: Any) -> RetrievalConfig:
     [train]."""
     table = dict(getattr(cfg, "retrieval", None) or {})
     allowed = ("temperature", "log_q", "log_q_weight", "holdout", "ks", "positives", "monitor",
-               "final_fit", "train_rows", "matryoshka", "matryoshka_weights")
+               "final_fit", "train_rows", "history", "corpus_negatives", "matryoshka",
+               "matryoshka_weights")
     unknown = sorted(set(table) - set(allowed))
     if unknown:
         raise ConfigError(f"{cfg.source} [retrieval]: unknown key(s) {', '.join(unknown)} "
@@ -106,7 +112,8 @@ class InBatchEvaluator:
 @dataclass(frozen=True)
 class CorpusPhase:
     """What one full-corpus evaluation ranks: the targets (user -> held-out items), the items to
-    mask, and which row carries each user's and each item's vector (-1: none)."""
+    mask, and which row carries each user's and each item's vector (-1: none); with a history
+    feature, the rows it is known over and each user row's first held-out target (its bound)."""
 
     targets: dict[int, np.ndarray]
     seen: dict[int, np.ndarray]
@@ -114,6 +121,9 @@ class CorpusPhase:
     item_of_row: np.ndarray
     rows: np.ndarray
     ks: tuple[int, ...]
+    known: np.ndarray
+    user_rows: np.ndarray
+    bounds: np.ndarray
 
 
 @dataclass
@@ -139,7 +149,9 @@ def corpus_phase(data: Any, split: LeaveLastOut, phase: str, ks: Sequence[int]) 
     user_of_row[c.user_rows[keep]] = c.users[keep]
     item_of_row[c.item_rows] = c.items
     rows = np.flatnonzero((user_of_row >= 0) | (item_of_row >= 0))
-    return CorpusPhase(targets, seen, user_of_row, item_of_row, rows, tuple(ks))
+    user_rows = np.flatnonzero(user_of_row >= 0)
+    return CorpusPhase(targets, seen, user_of_row, item_of_row, rows, tuple(ks), before,
+                       user_rows, first_targets(data, held_rows(split, phase), user_rows))
 
 
 class CorpusLoader:
@@ -150,7 +162,8 @@ class CorpusLoader:
 
     def __init__(self, data: Any, phase: CorpusPhase, batch_size: int, rank: int = 0,
                  world_size: int = 1) -> None:
-        self.inner = BatchLoader(data, None, batch_size)
+        self.inner = BatchLoader(known_at(data, phase.known, phase.user_rows, phase.bounds),
+                                 None, batch_size)
         self.phase, self.batch_size = phase, batch_size
         rows = phase.rows
         share = -(-len(rows) // world_size)
@@ -231,6 +244,59 @@ class CorpusEvaluator:
         return out
 
 
+NEGATIVE_LABEL = -1.0
+
+
+class MixedNegativeLoader:
+    """Training batches of positive pairs followed by `count` items drawn uniformly from the
+    corpus (each from its latest row, as the full-corpus ranking takes item vectors), labelled
+    NEGATIVE_LABEL so the loss uses them as negative columns only. The draws are a function of
+    the seed, epoch and batch, so a resumed run draws the same items."""
+
+    def __init__(self, inner: BatchLoader, item_rows: np.ndarray, count: int, seed: int) -> None:
+        if len(item_rows) == 0:
+            raise ConfigError("corpus negatives: the data has no item rows")
+        self.inner, self.item_rows, self.count, self.seed = inner, item_rows, count, seed
+        self._skip = 0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def skip(self, n_batches: int) -> None:
+        self.inner.skip(n_batches)
+        self._skip = n_batches
+
+    def __iter__(self) -> Iterator[Any]:
+        from torchrec.datasets.utils import Batch
+
+        start, self._skip = self._skip, 0
+        for b, batch in enumerate(self.inner, start=start):
+            rng = np.random.default_rng([self.seed, self.inner.epoch, b, self.inner.rank])
+            drawn = self.item_rows[rng.integers(0, len(self.item_rows), self.count)]
+            extra = self.inner.batch(drawn)
+            yield Batch(dense_features=torch.cat([batch.dense_features, extra.dense_features]),
+                        sparse_features=_stack(batch.sparse_features, extra.sparse_features),
+                        labels=torch.cat([batch.labels,
+                                          torch.full_like(extra.labels, NEGATIVE_LABEL)]))
+
+
+def _stack(a: Any, b: Any) -> Any:
+    """Two KJTs with the same keys as one batch: a's rows, then b's."""
+    from torchrec import KeyedJaggedTensor
+
+    da, db, keys = a.to_dict(), b.to_dict(), a.keys()
+    values, lengths = [], []
+    for key in keys:
+        values += [da[key].values(), db[key].values()]
+        lengths += [da[key].lengths(), db[key].lengths()]
+    return KeyedJaggedTensor(keys=keys, values=torch.cat(values),
+                             lengths=torch.cat(lengths).to(torch.int32),
+                             stride=a.stride() + b.stride())
+
+
 class RetrievalTask:
     """Two-tower retrieval on positive interactions with in-batch negatives.
 
@@ -296,6 +362,12 @@ class RetrievalTask:
                           test=s.test_rows)
         return Splits(train=s.train_rows, val=s.val_rows, test=s.test_rows)
 
+    def data_view(self, data: Any, splits: Splits) -> Any:
+        """The run's view plus the user's history feature (`[retrieval] history`), known over
+        the training pairs: what training batches see."""
+        cfg = self._cfg()
+        return with_history(data, cfg, training_pairs(data, splits.train, cfg.positives))
+
     def validate(self, cfg: Any, data: Any) -> None:
         key_names(data)
         side_features(data, "user")
@@ -335,9 +407,24 @@ class RetrievalTask:
                                         world_size)
         pairs = training_pairs(data, rows, cfg.positives if shuffle else "threshold")
         if shuffle and cfg.log_q and self.log_q is None:
-            self.log_q = item_log_q(data, pairs, self.item_key) * cfg.log_q_weight
-        return BatchLoader(data, pairs, batch_size, shuffle=shuffle, seed=seed, rank=rank,
-                           world_size=world_size, drop_last=drop_last)
+            self.log_q = self._proposal(item_log_q(data, pairs, self.item_key), batch_size,
+                                        data) * cfg.log_q_weight
+        loader = BatchLoader(data, pairs, batch_size, shuffle=shuffle, seed=seed, rank=rank,
+                             world_size=world_size, drop_last=drop_last)
+        if not shuffle or not cfg.corpus_negatives:
+            return loader
+        return MixedNegativeLoader(loader, entity_rows(data, self.item_key)[1],
+                                   cfg.corpus_negatives, seed)
+
+    def _proposal(self, log_p: torch.Tensor, batch_size: int, data: Any) -> torch.Tensor:
+        """log of each item's expected count among a batch's columns: batch_size * p(item) from
+        the in-batch positives, plus M / N with M corpus negatives drawn uniformly from N items
+        (the mixture's correction; without corpus negatives a constant shift of log p)."""
+        cfg = self._cfg()
+        if not cfg.corpus_negatives:
+            return log_p
+        items = len(entity_rows(data, self.item_key)[0])
+        return torch.log(batch_size * log_p.exp() + cfg.corpus_negatives / max(items, 1))
 
     def corpus_phase(self, data: Any, phase: str) -> CorpusPhase:
         if phase not in self._phases:
@@ -356,13 +443,19 @@ class RetrievalTask:
         user, item = output[:, :cfg.dim], output[:, cfg.dim:]
         ids = batch.sparse_features[self.item_key].values().to(output.device)
         log_q = self.log_q.to(output.device) if self.log_q is not None else None
+        negatives = None
+        drawn = batch.labels.to(output.device) == NEGATIVE_LABEL
+        if bool(drawn.any()):
+            negatives = (item[drawn], ids[drawn])
+            user, item, ids = user[~drawn], item[~drawn], ids[~drawn]
         if cfg.matryoshka:
             return matryoshka_loss(user, item, ids, log_q, cfg.temperature, cfg.matryoshka,
-                                   cfg.matryoshka_weights or None)
-        return sampled_softmax_loss(user, item, ids, log_q, cfg.temperature)
+                                   cfg.matryoshka_weights or None, negatives)
+        return sampled_softmax_loss(user, item, ids, log_q, cfg.temperature, negatives)
 
     def batch_size(self, batch: Any) -> int:
-        return int(batch.labels.shape[0])
+        """Training pairs only (drawn corpus negatives are not examples)."""
+        return int((batch.labels != NEGATIVE_LABEL).sum())
 
     def to_device(self, batch: Any, device: torch.device) -> Any:
         return batch if device.type == "cpu" else batch.to(device, non_blocking=True)
