@@ -274,9 +274,11 @@ class BinaryCodec(Codec):
         assert scales is not None
         bits = np.unpackbits(codes, axis=1, count=width, bitorder="little")
         y = (bits.astype(_F32) * 2.0 - 1.0) * np.asarray(scales, dtype=_F32)[:, None]
-        if rotation is not None:
-            y = y @ np.asarray(rotation, dtype=_F32)
-        return y.astype(_F32, copy=False)
+        if rotation is None:
+            return y
+        # float64 so that a row decodes to the same float32 whatever batch it comes in: BLAS
+        # picks float32 kernels by batch size, and the server must match the snapshot bit for bit.
+        return (y.astype(np.float64) @ np.asarray(rotation, np.float64)).astype(_F32)
 
     def max_error(self, vectors: np.ndarray) -> np.ndarray:
         x = np.asarray(vectors, np.float64)
