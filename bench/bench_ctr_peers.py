@@ -67,6 +67,8 @@ PLEXREC_MODELS: dict[str, list[tuple[str, list[str], str]]] = {
     ],
     "synthetic1m": [
         ("synthetic_dlrm.toml", [], "plexrec DLRM, shipped"),
+        ("synthetic_dlrm.toml", ['data.schema="configs/criteo_buckets.toml"', "layout.dim=32"],
+         "plexrec DLRM, count buckets and width 32 (chosen on validation)"),
     ],
 }
 
