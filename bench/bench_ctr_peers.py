@@ -48,6 +48,10 @@ RESULTS = REPO / "bench" / "results" / "ctr_peers.json"
 QUICK_RESULTS = Path(tempfile.gettempdir()) / "ctr_peers_quick.json"
 QUICK_OVERRIDES = ["train.max_steps=30"]
 SCORES = "_test_scores"  # per-seed test predictions, paired with the baselines', never written
+# The first-order term fitted alone first (training/first_order_fit.py), with a logistic
+# regression's per-id L2; rate, L2 and epochs chosen on the synthetic validation rows.
+FITTED_FIRST = ["model.first_order=true", "train.first_order_epochs=10",
+                "optim.first_order_lr=0.01", "optim.first_order_id_l2=1e-4"]
 PREVIOUS_DEFAULTS = ['data.schema="configs/criteo.toml"', "optim.embedding_lr=0.01",
                      "model.first_order=false"]
 
@@ -56,8 +60,15 @@ PLEXREC_MODELS: dict[str, list[tuple[str, list[str], str]]] = {
     "criteo10k": [
         ("criteo_dlrm.toml", [], "plexrec DLRM + first-order term, shipped"),
         ("criteo_dlrm.toml", ["model.first_order=false"], "plexrec DLRM, no first-order term"),
+        ("criteo_dlrm.toml", ["train.first_order_epochs=0", "optim.first_order_lr=0.002",
+                              "optim.first_order_id_l2=0"],
+         "plexrec DLRM + first-order term trained jointly (the previous shipped setting)"),
         ("criteo_dcn.toml", [], "plexrec DCN-v2, shipped"),
         ("criteo_dcn.toml", ['model.dcn_structure="parallel"'], "plexrec DCN-v2, parallel"),
+        ("criteo_dcn.toml", ['model.dcn_structure="parallel"', "model.first_order=true",
+                             "train.first_order_epochs=30", "optim.first_order_lr=0.005",
+                             "optim.first_order_id_l2=0.02"],
+         "plexrec DCN-v2, parallel + first-order term fitted first"),
         ("criteo_autoint.toml", [], "plexrec AutoInt, shipped"),
         ("criteo_dlrm.toml", PREVIOUS_DEFAULTS, "plexrec DLRM, previous defaults"),
         ("criteo_dcn.toml", PREVIOUS_DEFAULTS, "plexrec DCN-v2, previous defaults"),
@@ -67,8 +78,10 @@ PLEXREC_MODELS: dict[str, list[tuple[str, list[str], str]]] = {
     ],
     "synthetic1m": [
         ("synthetic_dlrm.toml", [], "plexrec DLRM, shipped"),
-        ("synthetic_dlrm.toml", ['data.schema="configs/criteo_buckets.toml"', "layout.dim=32"],
-         "plexrec DLRM, count buckets and width 32 (chosen on validation)"),
+        ("synthetic_dlrm.toml", [*FITTED_FIRST, 'data.schema="configs/criteo_buckets.toml"',
+                                 "layout.dim=32", "train.epochs=2"],
+         "plexrec DLRM + first-order term fitted first, count buckets, width 32 "
+         "(chosen on validation)"),
     ],
 }
 

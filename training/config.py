@@ -64,6 +64,8 @@ class OptimConfig(Section):
     embedding_l2: float = 0.0
     first_order_lr: float = 0.01
     first_order_l2: float = 0.0
+    # A logistic regression's L2 on the per-id weights, per id per pass (rare ids shrink more).
+    first_order_id_l2: float = 0.0
     dense_optimizer: str = "adam"
     dense_lr: float = 1e-3
     weight_decay: float = 0.0
@@ -91,6 +93,10 @@ class TrainConfig(Section):
     # (bench/bench_training.py).
     pipeline: bool | Literal["auto"] = "auto"
     threads: int = Field(0, ge=0)
+    # Epochs of the first-order term alone, to its best validation AUC, before the deep part
+    # trains (training/first_order_fit.py); 0 trains both together from the start. Without
+    # [model] first_order there is no term to fit (a search may switch the term off).
+    first_order_epochs: int = Field(0, ge=0)
 
     @field_validator("pipeline", mode="before")
     @classmethod
@@ -178,7 +184,7 @@ def check_values(cfg: RunConfig) -> None:
     if cfg.model.dcn_structure not in DCN_STRUCTURES:
         raise bad("model", "dcn_structure", f"{cfg.model.dcn_structure!r} is not one of "
                   f"{', '.join(DCN_STRUCTURES)}")
-    for key in ("embedding_l2", "weight_decay", "first_order_l2"):
+    for key in ("embedding_l2", "weight_decay", "first_order_l2", "first_order_id_l2"):
         if getattr(o, key) < 0:
             raise bad("optim", key, f"must be >= 0, got {getattr(o, key)}")
     if o.embedding_lr <= 0 or o.dense_lr <= 0 or o.first_order_lr <= 0:

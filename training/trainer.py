@@ -38,6 +38,11 @@ from plexrec.training.checkpoint import (
     set_rng_state,
 )
 from plexrec.training.config import RunConfig, parse_config
+from plexrec.training.first_order_fit import (
+    fit_first_order,
+    remove_fit_checkpoints,
+    with_first_order,
+)
 from plexrec.training.pipeline import Steps
 from plexrec.training.sharding import check_constraints, plan_summary, shard_model
 from plexrec.training.task import Task
@@ -163,6 +168,7 @@ class Trainer:
         self.run_dir = Path(spec.run_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.state = LoopState()
+        self.first_order_fit: dict[str, Any] = {}
         self.tracker = Tracker(self.rank == 0 and self.cfg.mlflow.enabled)
 
     def _setup(self) -> None:
@@ -174,6 +180,7 @@ class Trainer:
         self.task.validate(cfg, cache)
         self.data, splits = training_view(cfg, self.task, cache)
         self.split_sizes = {name: len(getattr(splits, name)) for name in ("train", "val", "test")}
+        self.train_rows = splits.train
         names = list(cfg.data.features) or None
         self.unseen = ({split: self.data.unseen(getattr(splits, split), names)
                         for split in ("val", "test")} if self.rank == 0 else {})
@@ -240,7 +247,9 @@ class Trainer:
                                keep=self.cfg.train.keep_checkpoints)
 
     def _set_lr(self) -> float:
-        factor = lr_factor(self.state.step, self.cfg, self.total_steps)
+        return self._apply_lr(lr_factor(self.state.step, self.cfg, self.total_steps))
+
+    def _apply_lr(self, factor: float) -> float:
         for group in self.dense_opt.param_groups:
             group["lr"] = self.cfg.optim.dense_lr * factor
         for group, base in zip(self.fused_opt.param_groups, self.fused_base_lr, strict=True):
@@ -357,6 +366,28 @@ class Trainer:
         if last_saved != s.step or not latest_checkpoint(self.ckpt_root):
             self._checkpoint()
 
+    def _fit_first_order(self) -> None:
+        """The first-order term alone at the configured base rates, then the whole model's
+        validation at step 0 (the deep output starts at zero), the first best checkpoint."""
+        self._apply_lr(1.0)
+        combined = with_first_order(self.model)
+        assert combined is not None
+        combined.start_from_prior(float(np.mean(self.data.labels[self.train_rows])))
+        where = self.ckpt_root / "first_order"
+
+        def on_epoch(epoch: int, value: float) -> None:
+            self.tracker.log_metrics({f"first_order_val_{self.task.primary_metric}": value}, epoch)
+
+        fit = fit_first_order(self.model, self.task, (self.train_loader, self.val_loader),
+                              self.device, self.evaluate, dense_lr=self.cfg.optim.dense_lr,
+                              epochs=self.cfg.train.first_order_epochs,
+                              patience=max(1, self.cfg.train.patience), checkpoint_dir=where,
+                              on_epoch=on_epoch)
+        self.first_order_fit = fit.summary(self.task.primary_metric)
+        dist.barrier()
+        remove_fit_checkpoints(where, self.rank)
+        self._after_eval(self.evaluate(self.val_loader))
+
     def _log_start(self) -> None:
         if not self.tracker.enabled:
             return
@@ -392,6 +423,7 @@ class Trainer:
             "rows": self.split_sizes,
             "unseen_values": self.unseen,
         }
+        result.update(self.first_order_fit)
         result.update(getattr(self.task, "result_info", dict)())
         final_metrics = getattr(self.task, "final_metrics", None)
         model = None
@@ -463,6 +495,9 @@ class Trainer:
                              ", ".join(f"{k} {v}" for k, v in counts.items() if v))
         self._log_start()
         try:
+            if (self.cfg.train.first_order_epochs and self.state.step == 0
+                    and with_first_order(self.model) is not None):
+                self._fit_first_order()
             self._train_epochs()
             self._load_best()
             test = self.evaluate(self.test_loader)

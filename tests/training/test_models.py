@@ -187,3 +187,23 @@ def test_first_order_tables_are_planned_and_counted(synth: tuple[Path, Path]) ->
     plain = CtrTask().configure(plain_cfg, data).build(plain_cfg, data, "cpu")
     cards = sum(data.cardinality(n) for n in data.sparse_names)
     assert built.embedding_params - plain.embedding_params == WIDTH * cards
+
+
+def test_first_order_fitted_alone_is_the_models_first_validation(synth: tuple[Path, Path],
+                                                                 tmp_path: Path) -> None:
+    """`train.first_order_epochs`: the term trains alone to its best validation AUC, then the
+    whole model's validation at step 0 equals that fit (the deep output starts at zero), and the
+    best checkpoint can only keep it or improve on it."""
+    run_dir = tmp_path / "run"
+    result, _ = _train_and_load(synth, run_dir, 4, "model.first_order=true",
+                                "train.first_order_epochs=3", "optim.first_order_lr=0.05",
+                                "optim.first_order_id_l2=0.01", "train.eval_every=2")
+    assert 1 <= result["first_order_best_epoch"] <= result["first_order_epochs_run"] <= 3
+    history = torch.load(run_dir / "checkpoints" / "step-4" / "extra-rank0.pt",
+                         weights_only=False)["loop"]["history"]
+    evals = [h for h in history if "val_auc" in h]
+    assert [h["step"] for h in evals] == [0, 2, 4]
+    assert evals[0]["val_auc"] == pytest.approx(result["first_order_val_auc"], abs=1e-6)
+    assert result["best_val_auc"] >= result["first_order_val_auc"]
+    assert not (run_dir / "checkpoints" / "first_order").exists()
+

@@ -72,7 +72,8 @@ class CtrTask:
         if cfg.model.first_order:
             specs = specs_from_prepared(data, self._features(cfg, data))
             module = WithFirstOrder(module, FirstOrder(specs, num_dense,
-                                                       cfg.optim.first_order_l2, device))
+                                                       cfg.optim.first_order_l2, device,
+                                                       cfg.optim.first_order_id_l2))
             report += first_order_report(specs)
             tables += [t.name for t in first_order_tables(specs)]
         return BuiltModel(module=module, report=report,
