@@ -92,6 +92,7 @@ class LoopState:
     train_seconds: float = 0.0
     run_id: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    first_order_fit: dict[str, Any] = field(default_factory=dict)
 
 
 def lr_factor(step: int, cfg: RunConfig, total_steps: int) -> float:
@@ -168,7 +169,6 @@ class Trainer:
         self.run_dir = Path(spec.run_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.state = LoopState()
-        self.first_order_fit: dict[str, Any] = {}
         self.tracker = Tracker(self.rank == 0 and self.cfg.mlflow.enabled)
 
     def _setup(self) -> None:
@@ -383,7 +383,7 @@ class Trainer:
                               epochs=self.cfg.train.first_order_epochs,
                               patience=max(1, self.cfg.train.patience), checkpoint_dir=where,
                               on_epoch=on_epoch)
-        self.first_order_fit = fit.summary(self.task.primary_metric)
+        self.state.first_order_fit = fit.summary(self.task.primary_metric)
         dist.barrier()
         remove_fit_checkpoints(where, self.rank)
         self._after_eval(self.evaluate(self.val_loader))
@@ -423,7 +423,7 @@ class Trainer:
             "rows": self.split_sizes,
             "unseen_values": self.unseen,
         }
-        result.update(self.first_order_fit)
+        result.update(s.first_order_fit)
         result.update(getattr(self.task, "result_info", dict)())
         final_metrics = getattr(self.task, "final_metrics", None)
         model = None
