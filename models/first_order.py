@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +27,7 @@ from plexrec.models.layouts.base import (
     dense_device,
     table_report,
 )
-from plexrec.models.regularization import embedding_l2
+from plexrec.models.regularization import L2Grad, embedding_l2
 
 TABLE_PREFIX = "w_"
 WIDTH = 4
@@ -96,18 +95,6 @@ class FirstOrder(nn.Module):
         return logit
 
 
-class _ScaledL2Grad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, scale)
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        x, scale = ctx.saved_tensors
-        return grad + scale.unsqueeze(1) * x, None
-
-
 def _per_id_l2(pooled: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor,
                per_pass: torch.Tensor, l2: float) -> torch.Tensor:
     """`pooled` [B, w] with the gradient of a logistic regression's L2, `l2 * w**2 / 2` per id
@@ -118,7 +105,7 @@ def _per_id_l2(pooled: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor
                                    lengths.long())
     scale = torch.zeros(lengths.numel(), dtype=pooled.dtype, device=pooled.device)
     scale.index_add_(0, rows, per_pass[values].to(pooled.dtype))
-    return _ScaledL2Grad.apply(pooled, scale * (l2 / max(lengths.numel(), 1)))
+    return L2Grad.apply(pooled, (scale * (l2 / max(lengths.numel(), 1))).unsqueeze(1))
 
 
 torch.fx.wrap("_per_id_l2")

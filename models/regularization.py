@@ -11,9 +11,12 @@ from typing import Any
 import torch
 
 
-class _L2Grad(torch.autograd.Function):
+class L2Grad(torch.autograd.Function):
+    """Identity forward; backward adds `scale * x` to the gradient (`scale` a float, or a
+    tensor broadcasting against `x`, e.g. one scale per row as [B, 1])."""
+
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, scale: float) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.scale = scale
         return x.view_as(x)
@@ -25,7 +28,7 @@ class _L2Grad(torch.autograd.Function):
 
 
 def _with_l2(vector: torch.Tensor, l2: float) -> torch.Tensor:
-    return _L2Grad.apply(vector, 2.0 * l2 / max(vector.shape[0], 1))
+    return L2Grad.apply(vector, 2.0 * l2 / max(vector.shape[0], 1))
 
 
 # One opaque call in a traced graph (TorchRec's train pipeline traces the models with torch.fx).
