@@ -20,6 +20,12 @@ plexrec runs the configs of PLEXREC_MODELS from the best validation checkpoint. 
 chosen on validation only; the test figure is read once per seed; means and stds over seeds go to
 bench/results/ctr_peers.json, one section per dataset (a run of some datasets keeps the others).
 
+Refitted rows (criteo10k, movielens): once settings are chosen, every model trains again on the
+training and validation rows and reads the test rows once: the baselines with the chosen C or
+leaves (LightGBM for its best round count scaled by the rows), plexrec through `[train]
+final_fit` (training/final_fit.py). Each refitted plexrec row is paired with the refitted
+baselines, each held-out row with the held-out ones.
+
     pip install -e '.[bench]'   # lightgbm, scikit-learn (bench only)
     python -m bench.bench_ctr_peers [--datasets criteo10k,movielens,synthetic1m] [--seeds 3]
         [--quick]
@@ -52,13 +58,14 @@ SCORES = "_test_scores"  # per-seed test predictions, paired with the baselines'
 # regression's per-id L2; rate, L2 and epochs chosen on the synthetic validation rows.
 FITTED_FIRST = ["model.first_order=true", "train.first_order_epochs=10",
                 "optim.first_order_lr=0.01", "optim.first_order_id_l2=1e-4"]
+FINAL_FIT = "train.final_fit=true"  # the held-out run unchanged, then its refit
 PREVIOUS_DEFAULTS = ['data.schema="configs/criteo.toml"', "optim.embedding_lr=0.01",
                      "model.first_order=false"]
 
 # (config under configs/, extra --set overrides, label): one line per plexrec variant.
 PLEXREC_MODELS: dict[str, list[tuple[str, list[str], str]]] = {
     "criteo10k": [
-        ("criteo_dlrm.toml", [], "plexrec DLRM + first-order term, shipped"),
+        ("criteo_dlrm.toml", [FINAL_FIT], "plexrec DLRM + first-order term, shipped"),
         ("criteo_dlrm.toml", ["model.first_order=false"], "plexrec DLRM, no first-order term"),
         ("criteo_dlrm.toml", ["train.first_order_epochs=0", "optim.first_order_lr=0.002",
                               "optim.first_order_id_l2=0"],
@@ -67,14 +74,15 @@ PLEXREC_MODELS: dict[str, list[tuple[str, list[str], str]]] = {
         ("criteo_dcn.toml", ['model.dcn_structure="parallel"'], "plexrec DCN-v2, parallel"),
         ("criteo_dcn.toml", ['model.dcn_structure="parallel"', "model.first_order=true",
                              "train.first_order_epochs=30", "optim.first_order_lr=0.005",
-                             "optim.first_order_id_l2=0.02"],
+                             "optim.first_order_id_l2=0.02", FINAL_FIT],
          "plexrec DCN-v2, parallel + first-order term fitted first"),
         ("criteo_autoint.toml", [], "plexrec AutoInt, shipped"),
         ("criteo_dlrm.toml", PREVIOUS_DEFAULTS, "plexrec DLRM, previous defaults"),
         ("criteo_dcn.toml", PREVIOUS_DEFAULTS, "plexrec DCN-v2, previous defaults"),
     ],
     "movielens": [
-        ("movielens_dlrm.toml", [], "plexrec DLRM, shipped"),
+        ("movielens_dlrm.toml", [FINAL_FIT], "plexrec DLRM, shipped"),
+        ("movielens_dcn.toml", [], "plexrec DCN-v2 parallel, shipped (final fit on)"),
     ],
     "synthetic1m": [
         ("synthetic_dlrm.toml", [], "plexrec DLRM, shipped"),
@@ -95,13 +103,14 @@ class Baselines:
     learning_rate: float = 0.05
     rounds: int = 2000
     min_data_in_leaf: int = 40
+    refit: bool = True  # each baseline also refitted on training + validation rows
 
 
 BASELINES = {
     "criteo10k": Baselines(),
-    "movielens": Baselines(c_grid=(0.03, 0.1, 0.3, 1.0, 3.0), leaves=(31, 63, 127)),
+    "movielens": Baselines(c_grid=(0.03, 0.1, 0.3, 1.0, 3.0), leaves=(63, 127, 255, 511)),
     "synthetic1m": Baselines(c_grid=(0.1, 0.3, 1.0), leaves=(31, 63, 127),
-                             learning_rate=0.1, rounds=1000, min_data_in_leaf=100),
+                             learning_rate=0.1, rounds=1000, min_data_in_leaf=100, refit=False),
 }
 
 
@@ -127,7 +136,22 @@ def hashed(frame: Frame, ds: Dataset) -> Any:
                          alternate_sign=False).transform(rows)
 
 
-def logistic_regression(ds: Dataset, space: Baselines, seeds: int) -> dict[str, Any]:
+def _refit_label(label: str) -> str:
+    return f"{label}, refitted on training + validation rows"
+
+
+def _refit_rows(parts: tuple[Any, Any], labels: tuple[np.ndarray, np.ndarray]
+                ) -> tuple[Any, np.ndarray]:
+    """Training and validation inputs stacked (sparse matrices or frames) with their labels."""
+    import pandas as pd
+    import scipy.sparse as sp
+
+    x = (pd.concat(parts, ignore_index=True) if isinstance(parts[0], pd.DataFrame)
+         else sp.vstack(parts).tocsr())
+    return x, np.concatenate(labels)
+
+
+def logistic_regression(ds: Dataset, space: Baselines, seeds: int) -> list[dict[str, Any]]:
     from sklearn.linear_model import LogisticRegression
 
     (ytr, yva, yte), (xtr, xva, xte) = ((f.y for f in ds.frames),
@@ -140,12 +164,20 @@ def logistic_regression(ds: Dataset, space: Baselines, seeds: int) -> dict[str, 
         grid[c] = (_metrics(yva, model.predict_proba(xva)[:, 1])["auc"], model)
     best = max(grid, key=lambda c: grid[c][0])
     scores = grid[best][1].predict_proba(xte)[:, 1]
-    test = _metrics(yte, scores)
     # Deterministic: the same figure for every seed.
-    return {"model": "hashed logistic regression (liblinear)", "selected": {"C": best},
-            "val_auc_grid": {c: auc for c, (auc, _) in grid.items()},
-            "fit_seconds": fit_seconds, "val": [grid[best][0]] * seeds, "test": [test] * seeds,
-            SCORES: [scores]}
+    held_out: dict[str, Any] = {
+        "label": "hashed logistic regression (C on validation)",
+        "model": "hashed logistic regression (liblinear)", "selected": {"C": best},
+        "val_auc_grid": {c: auc for c, (auc, _) in grid.items()},
+        "fit_seconds": fit_seconds, "val": [grid[best][0]] * seeds,
+        "test": [_metrics(yte, scores)] * seeds, SCORES: [scores]}
+    if not space.refit:
+        return [held_out]
+    refit = LogisticRegression(C=best, max_iter=2000, solver="liblinear").fit(
+        *_refit_rows((xtr, xva), (ytr, yva)))
+    scores = refit.predict_proba(xte)[:, 1]
+    return [held_out, {**held_out, "label": _refit_label(held_out["label"]), "refit": True,
+                       "test": [_metrics(yte, scores)] * seeds, SCORES: [scores]}]
 
 
 def _lgb_frame(frame: Frame, vocab: dict[str, list[str]]) -> Any:
@@ -170,19 +202,21 @@ def _vocabulary(frame: Frame) -> dict[str, list[str]]:
     return vocab
 
 
-def lightgbm(ds: Dataset, space: Baselines, seeds: int) -> dict[str, Any]:
+def lightgbm(ds: Dataset, space: Baselines, seeds: int) -> list[dict[str, Any]]:
     import lightgbm as lgb
 
     vocab = _vocabulary(ds.frames[0])
     (xtr, xva, xte), (ytr, yva, yte) = ((_lgb_frame(f, vocab) for f in ds.frames),
                                         (f.y for f in ds.frames))
 
+    def params(leaves: int, seed: int) -> dict[str, Any]:
+        return {"objective": "binary", "learning_rate": space.learning_rate,
+                "num_leaves": leaves, "min_data_in_leaf": space.min_data_in_leaf,
+                "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
+                "cat_smooth": 10, "seed": seed, "verbose": -1, "num_threads": 2}
+
     def fit(leaves: int, seed: int) -> Any:
-        params = {"objective": "binary", "learning_rate": space.learning_rate,
-                  "num_leaves": leaves, "min_data_in_leaf": space.min_data_in_leaf,
-                  "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
-                  "cat_smooth": 10, "seed": seed, "verbose": -1, "num_threads": 2}
-        return lgb.train(params, lgb.Dataset(xtr, ytr), num_boost_round=space.rounds,
+        return lgb.train(params(leaves, seed), lgb.Dataset(xtr, ytr), num_boost_round=space.rounds,
                          valid_sets=[lgb.Dataset(xva, yva)],
                          callbacks=[lgb.early_stopping(50, verbose=False)])
 
@@ -196,21 +230,35 @@ def lightgbm(ds: Dataset, space: Baselines, seeds: int) -> dict[str, Any]:
         scores.append(model.predict(xte))
         tests.append(_metrics(yte, scores[-1]))
         rounds.append(model.best_iteration)
-    return {"model": "LightGBM (numbers, ids as categories)",
-            "selected": {"num_leaves": best, "learning_rate": space.learning_rate},
-            "val_auc_grid": grid, "best_iterations": rounds, "val": vals, "test": tests,
-            SCORES: scores}
+    held_out: dict[str, Any] = {
+        "label": "LightGBM (leaves on validation, early stopping)",
+        "model": "LightGBM (numbers, ids as categories)",
+        "selected": {"num_leaves": best, "learning_rate": space.learning_rate},
+        "val_auc_grid": grid, "best_iterations": rounds, "val": vals, "test": tests,
+        SCORES: scores}
+    if not space.refit:
+        return [held_out]
+    x, y = _refit_rows((xtr, xva), (ytr, yva))
+    scale = len(y) / len(ytr)
+    refits = [lgb.train(params(best, seed), lgb.Dataset(x, y),
+                        num_boost_round=max(1, round(r * scale)))
+              for seed, r in enumerate(rounds)]
+    scores = [m.predict(xte) for m in refits]
+    return [held_out, {**held_out, "label": _refit_label(held_out["label"]), "refit": True,
+                       "refit_rounds": [m.current_iteration() for m in refits],
+                       "test": [_metrics(yte, p) for p in scores], SCORES: scores}]
 
 
-def plexrec_model(ds: Dataset, config: str, extra: list[str], seeds: int, work: Path,
-                  quick: bool) -> dict[str, Any]:
+def plexrec_model(ds: Dataset, config: str, extra: list[str], label: str, seeds: int,
+                  work: Path, quick: bool) -> list[dict[str, Any]]:
+    """The held-out runs' entry, and the final fits' when the runs have one."""
     from plexrec.training.launch import LaunchOptions, run_train
 
     train, valid, test = ds.paths
     data_keys = sorted(o for o in extra if o.startswith("data."))
     cache = work / "cache" / hashlib.sha256(repr([config, data_keys]).encode()).hexdigest()[:12]
     tag = hashlib.sha256(repr([config, extra]).encode()).hexdigest()[:12]
-    vals, tests, runs, scores = [], [], [], []
+    results, scores, final_scores = [], [], []
     for seed in range(seeds):
         run_dir = work / "runs" / tag / str(seed)
         result = run_train(LaunchOptions(
@@ -220,27 +268,51 @@ def plexrec_model(ds: Dataset, config: str, extra: list[str], seeds: int, work: 
                        f"train.run_dir={run_dir}",
                        "mlflow.enabled=false", *extra,
                        *(QUICK_OVERRIDES if quick else [])]))
-        vals.append(result["best_val_auc"])
-        tests.append({"auc": result["test_auc"], "logloss": result["test_logloss"]})
-        runs.append({k: result[k] for k in ("best_val_auc", "best_step", "steps")})
-        labels, logits = run_test_scores(run_dir)
-        if not np.array_equal(labels, ds.frames[2].y):
-            raise SystemExit(f"{config}: the run's test rows are not the split's test rows")
-        scores.append(logits)
-    return {"model": f"plexrec {config}", "selected": {"config": config, "overrides": extra},
-            "runs": runs, "val": vals, "test": tests, SCORES: scores}
+        results.append(result)
+        scores.append(_test_scores(config, run_dir, ds))
+        if "final_fit" in result:
+            final_scores.append(_test_scores(config, run_dir / "final_fit", ds))
+    held_out = {"label": label, "model": f"plexrec {config}",
+                "selected": {"config": config, "overrides": extra},
+                "runs": [{k: r[k] for k in ("best_val_auc", "best_step", "steps")}
+                         for r in results],
+                "val": [r["best_val_auc"] for r in results],
+                "test": [{"auc": r["test_auc"], "logloss": r["test_logloss"]} for r in results],
+                SCORES: scores}
+    if len(final_scores) < seeds:
+        return [held_out]
+    fits = [r["final_fit"] for r in results]
+    return [held_out, {**held_out, "label": f"{label}, final fit on training + validation rows",
+                       "refit": True,
+                       "runs": [{k: f[k] for k in ("steps", "rows", "first_order_epochs")}
+                                for f in fits],
+                       "test": [{"auc": f["test_auc"], "logloss": f["test_logloss"]}
+                                for f in fits], SCORES: final_scores}]
 
 
-def against_baselines(entries: list[dict[str, Any]], labels: np.ndarray, baselines: int) -> None:
-    """Each plexrec entry's test-AUC gap to every baseline, with its paired bootstrap interval
-    over the test rows (bench/paired_auc.py); `best` marks the baseline a user would pick, the
-    one with the best validation AUC."""
-    best = max(entries[:baselines], key=lambda e: e["val_auc_mean"])["label"]
-    for entry in entries[baselines:]:
-        entry["vs_baselines"] = {b["label"]: {**paired_bootstrap(labels, entry[SCORES],
-                                                                   b[SCORES]),
-                                              "best": b["label"] == best}
-                                 for b in entries[:baselines]}
+def _test_scores(config: str, run_dir: Path, ds: Dataset) -> np.ndarray:
+    labels, logits = run_test_scores(run_dir)
+    if not np.array_equal(labels, ds.frames[2].y):
+        raise SystemExit(f"{config}: the run's test rows are not the split's test rows")
+    return logits
+
+
+def against_baselines(entries: list[dict[str, Any]], labels: np.ndarray) -> None:
+    """Each plexrec entry's test-AUC gap to every baseline trained on the same rows (held-out
+    or refitted), with its paired bootstrap interval over the test rows (bench/paired_auc.py);
+    `best` marks the baseline a user would pick, the one with the best validation AUC."""
+    for refit in (False, True):
+        baselines = [e for e in entries if e["baseline"] and e.get("refit", False) == refit]
+        if not baselines:
+            continue
+        best = max(baselines, key=lambda e: e["val_auc_mean"])["label"]
+        for entry in entries:
+            if entry["baseline"] or entry.get("refit", False) != refit:
+                continue
+            entry["vs_baselines"] = {b["label"]: {**paired_bootstrap(labels, entry[SCORES],
+                                                                       b[SCORES]),
+                                                  "best": b["label"] == best}
+                                     for b in baselines}
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -253,27 +325,28 @@ def run_dataset(name: str, seeds: int, quick: bool, work: Path) -> dict[str, Any
     ds = DATASETS[name](work / name, quick)
     prepared = time.perf_counter() - start
     space = BASELINES[name]
-    jobs: list[tuple[str, Any]] = [
-        ("hashed logistic regression (C on validation)",
-         lambda: logistic_regression(ds, space, seeds)),
-        ("LightGBM (leaves on validation, early stopping)",
-         lambda: lightgbm(ds, space, seeds))]
-    jobs += [(label, lambda c=config, e=extra: plexrec_model(ds, c, e, seeds, work, quick))
+    jobs: list[tuple[bool, Any]] = [(True, lambda: logistic_regression(ds, space, seeds)),
+                                    (True, lambda: lightgbm(ds, space, seeds))]
+    jobs += [(False, lambda c=config, e=extra, la=label:
+              plexrec_model(ds, c, e, la, seeds, work, quick))
              for config, extra, label in PLEXREC_MODELS[name]]
     entries = []
-    for label, job in jobs:
+    for baseline, job in jobs:
         t0 = time.perf_counter()
-        entry = {"label": label, **job()}
-        val_mean, val_std = _mean_std(entry["val"])
-        test_mean, test_std = _mean_std([t["auc"] for t in entry["test"]])
-        entry.update(val_auc_mean=val_mean, val_auc_std=val_std, test_auc_mean=test_mean,
-                     test_auc_std=test_std,
-                     test_logloss_mean=statistics.fmean(t["logloss"] for t in entry["test"]),
-                     seconds=time.perf_counter() - t0)
-        print(f"[{name}] {label}: val {val_mean:.4f} test {test_mean:.4f} "
-              f"({entry['seconds']:.0f}s)", flush=True)
-        entries.append(entry)
-    against_baselines(entries, ds.frames[2].y, baselines=2)
+        produced = job()
+        seconds = (time.perf_counter() - t0) / len(produced)
+        for entry in produced:
+            val_mean, val_std = _mean_std(entry["val"])
+            test_mean, test_std = _mean_std([t["auc"] for t in entry["test"]])
+            entry.update(baseline=baseline, val_auc_mean=val_mean, val_auc_std=val_std,
+                         test_auc_mean=test_mean, test_auc_std=test_std,
+                         test_logloss_mean=statistics.fmean(t["logloss"]
+                                                            for t in entry["test"]),
+                         seconds=seconds)
+            print(f"[{name}] {entry['label']}: val {val_mean:.4f} test {test_mean:.4f} "
+                  f"({seconds:.0f}s)", flush=True)
+            entries.append(entry)
+    against_baselines(entries, ds.frames[2].y)
     for entry in entries:
         del entry[SCORES]
     return {"data": ds.data, "split": ds.split, "baselines": asdict(space),
@@ -287,7 +360,7 @@ def run_dataset(name: str, seeds: int, quick: bool, work: Path) -> dict[str, Any
 
 def print_table(name: str, section: dict[str, Any]) -> None:
     print(f"\n### {name} ({section['data']}; {section['seeds']} seed(s); split {section['split']})")
-    baselines = [e["label"] for e in section["models"] if "vs_baselines" not in e]
+    baselines = [e["label"] for e in section["models"] if e.get("baseline")]
     print("| model | val AUC | test AUC | test log loss | "
           + " | ".join(f"test AUC − {b} [95%]" for b in baselines) + " | selected | s |")
     print("|---|---:|---:|---:|" + "---:|" * len(baselines) + "---|---:|")

@@ -21,6 +21,7 @@ import numpy as np
 from plexrec.features.errors import PlexrecError
 from plexrec.features.redact import redact_url
 from plexrec.serving.redis_process import RedisProcess
+from plexrec.training.tracking import tracking_uri
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -141,15 +142,11 @@ def _last_json_line(stdout: str, title: str) -> dict:
     raise PlexrecError(f"stage '{title}' printed no JSON result line; stdout was:\n{stdout[-2000:]}")
 
 
-def _mlflow_uri(workdir: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO / '.plexrec' / 'mlflow.db'}"
-
-
 def run_demo(config: DemoConfig) -> DemoSummary:
     """Runs every stage; raises PlexrecError naming the stage that failed."""
     work = config.workdir
     work.mkdir(parents=True, exist_ok=True)
-    mlflow_uri = _mlflow_uri(work)
+    mlflow_uri = tracking_uri()
     summary = DemoSummary(mlflow_uri=redact_url(mlflow_uri))  # printed and written: no secrets
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "PYTHONUNBUFFERED": "1"}
     stage = Stage(work, env, config.quiet)

@@ -41,6 +41,9 @@ with warnings.catch_warnings():
         on_bad_row: str = "error"
         cache_dir: str = ""
         prepare_workers: int = 1
+        # "with_validation": the validation rows train too (a CTR final fit,
+        # training/final_fit.py); nothing is then selected on them.
+        train_rows: Literal["split", "with_validation"] = "split"
 
 
 class ModelConfig(Section):
@@ -97,6 +100,10 @@ class TrainConfig(Section):
     # trains (training/first_order_fit.py); 0 trains both together from the start. Without
     # [model] first_order there is no term to fit (a search may switch the term off).
     first_order_epochs: int = Field(0, ge=0)
+    # CTR: after the held-out run, train again on training + validation rows for its best
+    # checkpoint's epochs and report that model's test figures (training/final_fit.py).
+    # Two-tower runs have their own [retrieval] final_fit (every row).
+    final_fit: bool = False
 
     @field_validator("pipeline", mode="before")
     @classmethod
@@ -192,8 +199,12 @@ def check_values(cfg: RunConfig) -> None:
     t = cfg.train
     if t.device not in DEVICES:
         raise bad("train", "device", f"{t.device!r} is not one of {', '.join(DEVICES)}")
-    if t.epochs < 1:
-        raise bad("train", "epochs", "must be >= 1")
+    if t.epochs < 1 and not (t.epochs == 0 and t.first_order_epochs and cfg.model.first_order):
+        raise bad("train", "epochs", "must be >= 1 (0 only with [model] first_order and "
+                  "first_order_epochs: the first-order term alone)")
+    if cfg.model.kind == "two_tower" and (t.final_fit or d.train_rows != "split"):
+        raise bad("train", "final_fit", "is for CTR runs; a two-tower run has [retrieval] "
+                  "final_fit")
     for key in ("max_steps", "eval_every", "checkpoint_every", "patience"):
         if getattr(t, key) < 0:
             raise bad("train", key, "must be >= 0")

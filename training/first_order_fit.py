@@ -39,7 +39,8 @@ class FirstOrderFit:
     val: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self, metric: str) -> dict[str, Any]:
-        best = self.val[self.best_epoch - 1][metric] if self.best_epoch else None
+        best = (self.val[self.best_epoch - 1][metric]
+                if 0 < self.best_epoch <= len(self.val) else None)
         return {"first_order_epochs_run": self.epochs_run,
                 "first_order_best_epoch": self.best_epoch,
                 f"first_order_val_{metric}": best}
@@ -54,13 +55,14 @@ def with_first_order(model: nn.Module) -> WithFirstOrder | None:
 
 def fit_first_order(model: nn.Module, task: Any, loaders: tuple[Any, Any], device: Any,
                     evaluate: Evaluate, *, dense_lr: float, epochs: int, patience: int,
-                    checkpoint_dir: Path, on_epoch: Callable[[int, float], None]
-                    ) -> FirstOrderFit:
+                    checkpoint_dir: Path, on_epoch: Callable[[int, float], None],
+                    select: bool = True) -> FirstOrderFit:
     """Trains only the first-order term of `model` (a DMP-wrapped TrainStep over a
     `WithFirstOrder`) for up to `epochs` passes, stops after `patience` passes without a better
     validation metric, and leaves the best pass's weights in `model`. The term's tables update in
     backward at the fused optimizer's current rates, its linear part with its own Adam at
-    `dense_lr`; nothing else moves. Collective: every rank calls it."""
+    `dense_lr`; nothing else moves. `select=False` (a final fit, whose validation rows train
+    too) runs exactly `epochs` passes and keeps the last. Collective: every rank calls it."""
     train_loader, val_loader = loaders
     combined = with_first_order(model)
     if combined is None:
@@ -80,6 +82,9 @@ def fit_first_order(model: nn.Module, task: Any, loaders: tuple[Any, Any], devic
                 if optimizer is not None:
                     optimizer.step()
                 model.zero_grad(set_to_none=True)
+            if not select:
+                fit.epochs_run = fit.best_epoch = epoch + 1
+                continue
             metrics = evaluate(val_loader)
             fit.epochs_run, fit.val = epoch + 1, [*fit.val, metrics]
             on_epoch(epoch + 1, metrics[metric])
@@ -98,8 +103,9 @@ def fit_first_order(model: nn.Module, task: Any, loaders: tuple[Any, Any], devic
         state = {"model": model.state_dict()}
         load_checkpoint(chosen, state)
         model.load_state_dict(state["model"])
-    log.info("first-order term alone: best validation %s %.5f at epoch %d of %d", metric, best,
-             fit.best_epoch, fit.epochs_run)
+    if select:
+        log.info("first-order term alone: best validation %s %.5f at epoch %d of %d", metric,
+                 best, fit.best_epoch, fit.epochs_run)
     return fit
 
 

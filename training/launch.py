@@ -22,6 +22,7 @@ from plexrec.training.run_dirs import default_cache_dir, run_dir_for
 from plexrec.training.sharding import check_constraints, check_sharding_types
 from plexrec.training.tasks import check_model_kind, task_for
 from plexrec.training.threads import threads_per_process
+from plexrec.training.tracking import tracking_uri
 from plexrec.training.trainer import EvalHook, RunSpec
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,8 @@ def run_train(opts: LaunchOptions) -> dict[str, Any]:
     if opts.on_eval is not None and (opts.nproc, opts.nnodes) != (1, 1):
         raise ConfigError("an evaluation hook (pruning) runs in this process: it needs --nproc 1 "
                           f"and --nnodes 1, got --nproc {opts.nproc} --nnodes {opts.nnodes}")
+    if load_run_config(opts).mlflow.enabled:
+        tracking_uri()  # a store MLflow would refuse stops the run before any data is read
     spec = build_spec(opts)
     run_dir = Path(spec.run_dir)
     result_path = run_dir / "result.json"

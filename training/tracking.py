@@ -14,6 +14,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from plexrec.features.errors import ConfigError
 from plexrec.features.locks import exclusive
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,23 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 def tracking_uri() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
+        _check_store(uri)
         return uri
     store = PROJECT_DIR / ".plexrec"
     store.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def _check_store(uri: str) -> None:
+    """MLflow refuses to open a file store (./mlruns) unless MLFLOW_ALLOW_FILE_STORE is set, with
+    an exception deep inside a run; say so before anything starts. A file URI holds no secret."""
+    from urllib.parse import urlparse
+
+    allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("1", "true")
+    if urlparse(uri).scheme in ("", "file") and not allowed:
+        raise ConfigError(f"MLFLOW_TRACKING_URI={uri}: MLflow no longer opens file stores; use "
+                          "a database (sqlite:///path/to/mlflow.db) or a tracking server, or "
+                          "set MLFLOW_ALLOW_FILE_STORE=true")
 
 
 def artifact_root(uri: str) -> str | None:

@@ -15,7 +15,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,11 @@ class LoopState:
     first_order_fit: dict[str, Any] = field(default_factory=dict)
 
 
+def decay_span(cfg: RunConfig, total_steps: int) -> int:
+    """Steps over which the rate decays: `decay_steps`, else the run's steps after warm-up."""
+    return cfg.optim.decay_steps or max(1, total_steps - cfg.optim.warmup_steps)
+
+
 def lr_factor(step: int, cfg: RunConfig, total_steps: int) -> float:
     """Linear warm-up over `warmup_steps`, then the configured decay towards `min_lr_ratio`."""
     o = cfg.optim
@@ -102,7 +107,7 @@ def lr_factor(step: int, cfg: RunConfig, total_steps: int) -> float:
         return (step + 1) / o.warmup_steps
     if o.decay == "none":
         return 1.0
-    span = o.decay_steps or max(1, total_steps - o.warmup_steps)
+    span = decay_span(cfg, total_steps)
     t = min(1.0, (step - o.warmup_steps) / span)
     if o.decay == "linear":
         return 1.0 - (1.0 - o.min_lr_ratio) * t
@@ -137,7 +142,8 @@ def _all_mean(value: float) -> float:
 
 def training_view(cfg: RunConfig, task: Task, cache: Any) -> tuple[Any, Any]:
     """(the run's TrainingView of the cache, its Splits): the split first (the task's own, or
-    [data] split), then every statistic from the training rows alone; a task with a
+    [data] split; `train_rows = "with_validation"` trains on the validation rows too), then
+    every statistic from the training rows alone; a task with a
     `data_view(view, splits)` hook adds what it derives from the rows (retrieval's history)."""
     from plexrec.features.batching import split_rows
     from plexrec.features.training_view import TrainingView
@@ -145,6 +151,8 @@ def training_view(cfg: RunConfig, task: Task, cache: Any) -> tuple[Any, Any]:
     custom_split = getattr(task, "split", None)
     splits = (custom_split(cfg, cache) if custom_split is not None else
               split_rows(cache, tuple(cfg.data.split), cfg.data.split_seed, cfg.data.by_time))
+    if cfg.data.train_rows == "with_validation":
+        splits = replace(splits, train=np.union1d(splits.train, splits.val))
     view = TrainingView(cache, splits.train, getattr(task, "catalogue", ()))
     data_view = getattr(task, "data_view", None)
     return (data_view(view, splits) if data_view is not None else view), splits
@@ -170,6 +178,9 @@ class Trainer:
         self.ckpt_root = self.run_dir / "checkpoints"
         self.state = LoopState()
         self.tracker = Tracker(self.rank == 0 and self.cfg.mlflow.enabled)
+        # A final fit trains on its validation rows: it selects nothing on them (its last step
+        # and the term's last pass are the model).
+        self.selects = self.cfg.data.train_rows == "split"
 
     def _setup(self) -> None:
         from plexrec.features.cache import PreparedData
@@ -280,7 +291,7 @@ class Trainer:
         if self.rank == 0:
             log.info("step %d: val %s", s.step,
                      " ".join(f"{k}={v:.5f}" for k, v in metrics.items() if k != "examples"))
-        if primary > s.best:
+        if primary > s.best or not self.selects:
             s.best, s.best_step, s.bad_evals = primary, s.step, 0
             save_checkpoint(self.ckpt_root / BEST, s.step, {"model": self.model.state_dict()},
                             {}, keep=1)
@@ -382,7 +393,7 @@ class Trainer:
                               self.device, self.evaluate, dense_lr=self.cfg.optim.dense_lr,
                               epochs=self.cfg.train.first_order_epochs,
                               patience=max(1, self.cfg.train.patience), checkpoint_dir=where,
-                              on_epoch=on_epoch)
+                              on_epoch=on_epoch, select=self.selects)
         self.state.first_order_fit = fit.summary(self.task.primary_metric)
         dist.barrier()
         remove_fit_checkpoints(where, self.rank)
@@ -415,6 +426,7 @@ class Trainer:
             f"best_val_{self.task.primary_metric}": s.best if math.isfinite(s.best) else None,
             "steps": s.step,
             "best_step": s.best_step,
+            "decay_span": decay_span(self.cfg, self.total_steps),
             "early_stopped": s.stopped,
             "pruned": s.pruned,
             "world_size": self.world,

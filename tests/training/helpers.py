@@ -1,4 +1,5 @@
-"""Running `plexrec train` as a real subprocess (stdout = the JSON line, stderr = the log)."""
+"""Running `plexrec train` as a real subprocess (stdout = the JSON line, stderr = the log), and
+the small synthetic Criteo cache in-process runs train on."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import CONFIGS, REPO
 
 
 def plexrec_cmd(*args: str) -> list[str]:
@@ -35,3 +36,14 @@ def run_train(*args: str, mlflow_uri: str | None = None, log: Path | None = None
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stdout
     return json.loads(lines[0])
+
+
+def prepared_synthetic_criteo(root: Path, seed: int, rows: int = 3000) -> Path:
+    """`rows` generated Criteo rows written to `root` and prepared with configs/criteo.toml."""
+    from plexrec.features.prepare import prepare
+    from plexrec.features.schema import load_schema
+    from plexrec.features.synth import write_criteo
+
+    write_criteo(root / "criteo.tsv", rows=rows, seed=seed, progress=False)
+    return Path(prepare(load_schema(CONFIGS / "criteo.toml"), root / "criteo.tsv",
+                        root / "prepared", progress=False).out_dir)

@@ -9,18 +9,13 @@ from typing import Any
 import pytest
 import torch
 
-from plexrec.features.prepare import prepare
-from plexrec.features.schema import load_schema
-from plexrec.features.synth import write_criteo
 from tests.conftest import CONFIGS
+from tests.training.helpers import prepared_synthetic_criteo
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pipeline")
-    write_criteo(root / "criteo.tsv", rows=3000, seed=3, progress=False)
-    return Path(prepare(load_schema(CONFIGS / "criteo.toml"), root / "criteo.tsv",
-                        root / "prepared", progress=False).out_dir)
+    return prepared_synthetic_criteo(tmp_path_factory.mktemp("pipeline"), seed=3)
 
 
 def _run(prepared: Path, run_dir: Path, *extra: str) -> tuple[dict[str, Any], dict]:
