@@ -238,12 +238,16 @@ def lightgbm(ds: Dataset, space: Baselines, seeds: int) -> list[dict[str, Any]]:
         SCORES: scores}
     if not space.refit:
         return [held_out]
-    x, y = _refit_rows((xtr, xva), (ytr, yva))
+    # The refit's categories are those of its own rows, as plexrec's final fit's vocabulary.
+    more = _vocabulary(ds.frames[1])
+    vocab = {name: sorted({*ids, *more[name]}) for name, ids in vocab.items()}
+    parts = [_lgb_frame(f, vocab) for f in ds.frames]
+    x, y = _refit_rows((parts[0], parts[1]), (ytr, yva))
     scale = len(y) / len(ytr)
     refits = [lgb.train(params(best, seed), lgb.Dataset(x, y),
                         num_boost_round=max(1, round(r * scale)))
               for seed, r in enumerate(rounds)]
-    scores = [m.predict(xte) for m in refits]
+    scores = [m.predict(parts[2]) for m in refits]
     return [held_out, {**held_out, "label": _refit_label(held_out["label"]), "refit": True,
                        "refit_rounds": [m.current_iteration() for m in refits],
                        "test": [_metrics(yte, p) for p in scores], SCORES: scores}]

@@ -202,9 +202,12 @@ def check_values(cfg: RunConfig) -> None:
     if t.epochs < 1 and not (t.epochs == 0 and t.first_order_epochs and cfg.model.first_order):
         raise bad("train", "epochs", "must be >= 1 (0 only with [model] first_order and "
                   "first_order_epochs: the first-order term alone)")
-    if cfg.model.kind == "two_tower" and (t.final_fit or d.train_rows != "split"):
+    if cfg.model.kind == "two_tower" and t.final_fit:
         raise bad("train", "final_fit", "is for CTR runs; a two-tower run has [retrieval] "
                   "final_fit")
+    if cfg.model.kind == "two_tower" and d.train_rows != "split":
+        raise bad("data", "train_rows", "is for CTR runs; a two-tower run has [retrieval] "
+                  "train_rows")
     for key in ("max_steps", "eval_every", "checkpoint_every", "patience"):
         if getattr(t, key) < 0:
             raise bad("train", key, "must be >= 0")

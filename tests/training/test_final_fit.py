@@ -84,5 +84,7 @@ def test_final_fit_settings_are_checked() -> None:
                                                   "train.first_order_epochs=2"])
     with pytest.raises(ConfigError, match="final_fit: is for CTR runs"):
         load_config(CONFIGS / "synthetic_two_tower.toml", ["train.final_fit=true"])
+    with pytest.raises(ConfigError, match=r"\[data\] train_rows: is for CTR runs"):
+        load_config(CONFIGS / "synthetic_two_tower.toml", ['data.train_rows="with_validation"'])
     with pytest.raises(ConfigError, match="train_rows"):
         load_config(CONFIGS / "synthetic_dlrm.toml", ['data.train_rows="everything"'])
