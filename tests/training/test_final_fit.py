@@ -67,7 +67,8 @@ def test_term_alone_final_fit_runs_its_passes_and_no_step(prepared: Path,
          "first_order_best_epoch": 3}, tmp_path / "held-out")
     assert "train.epochs=0" in overrides and "train.first_order_epochs=3" in overrides
     assert "optim.decay_steps=50" in overrides
-    result = _run(prepared, tmp_path / "run", "mlflow.enabled=false", *overrides[:-1])
+    result = _run(prepared, tmp_path / "run", "mlflow.enabled=false",
+                  *(o for o in overrides if not o.startswith("train.run_dir=")))
     assert result["steps"] == 0 and result["best_step"] == 0
     assert result["first_order_epochs_run"] == 3 == result["first_order_best_epoch"]
     assert result["first_order_val_auc"] is None
