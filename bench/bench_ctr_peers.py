@@ -54,11 +54,10 @@ RESULTS = REPO / "bench" / "results" / "ctr_peers.json"
 QUICK_RESULTS = Path(tempfile.gettempdir()) / "ctr_peers_quick.json"
 QUICK_OVERRIDES = ["train.max_steps=30"]
 SCORES = "_test_scores"  # per-seed test predictions, paired with the baselines', never written
-# The first-order term fitted alone first (training/first_order_fit.py), with a logistic
-# regression's per-id L2; rate, L2 and epochs chosen on the synthetic validation rows.
-FITTED_FIRST = ["model.first_order=true", "train.first_order_epochs=10",
-                "optim.first_order_lr=0.01", "optim.first_order_id_l2=1e-4"]
 FINAL_FIT = "train.final_fit=true"  # the held-out run unchanged, then its refit
+# synthetic_dlrm.toml before it shipped the term fitted first, count buckets and width 32.
+PREVIOUS_SYNTHETIC = ['data.schema="configs/criteo.toml"', "layout.dim=16", "train.epochs=1",
+                      "model.first_order=false", "train.first_order_epochs=0"]
 PREVIOUS_DEFAULTS = ['data.schema="configs/criteo.toml"', "optim.embedding_lr=0.01",
                      "model.first_order=false"]
 
@@ -85,11 +84,9 @@ PLEXREC_MODELS: dict[str, list[tuple[str, list[str], str]]] = {
         ("movielens_dcn.toml", [], "plexrec DCN-v2 parallel, shipped (final fit on)"),
     ],
     "synthetic1m": [
-        ("synthetic_dlrm.toml", [], "plexrec DLRM, shipped"),
-        ("synthetic_dlrm.toml", [*FITTED_FIRST, 'data.schema="configs/criteo_buckets.toml"',
-                                 "layout.dim=32", "train.epochs=2"],
-         "plexrec DLRM + first-order term fitted first, count buckets, width 32 "
-         "(chosen on validation)"),
+        ("synthetic_dlrm.toml", [], "plexrec DLRM + first-order term fitted first, shipped"),
+        ("synthetic_dlrm.toml", PREVIOUS_SYNTHETIC,
+         "plexrec DLRM, previous shipped setting (trained jointly, no term, width 16)"),
     ],
 }
 

@@ -50,7 +50,7 @@ def default_workdir(data: Path | None) -> Path:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo. The defaults finish in a few minutes on 2 cores; `smoke()` is the CI
+    """Sizes of the demo. The defaults finish in about 9 minutes on 2 cores; `smoke()` is the CI
     variant with the same stages on less data."""
 
     workdir: Path = DEMO_ROOT / "synthetic"

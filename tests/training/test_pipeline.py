@@ -29,7 +29,8 @@ def _run(prepared: Path, run_dir: Path, *extra: str) -> tuple[dict[str, Any], di
     result = run_train(LaunchOptions(
         config=CONFIGS / "synthetic_dlrm.toml", data=str(prepared), quiet=True,
         overrides=[f"train.run_dir={run_dir}", "mlflow.enabled=false", "data.batch_size=128",
-                   "train.max_steps=30", "train.eval_every=7", *extra]))
+                   "train.max_steps=30", "train.eval_every=7", "model.first_order=false",
+                   "train.first_order_epochs=0", *extra]))
     spec = RunSpec.load(run_dir / "spec.json")
     cfg = parse_config(spec.config, spec.source)
     cache = PreparedData.open(prepared)
