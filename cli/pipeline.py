@@ -59,6 +59,7 @@ class DemoConfig:
     interaction_rows: int = 200_000
     ctr_epochs: int = 1
     ctr_batch_size: int = 2048
+    ctr_term_passes: int | None = None  # at most, for the first-order term; None: the config's
     two_tower_epochs: int = 3
     nproc: int = 2
     layout: str = "unified"
@@ -70,7 +71,7 @@ class DemoConfig:
     @classmethod
     def smoke(cls, workdir: Path, **overrides: object) -> DemoConfig:
         base = dict(workdir=workdir, ctr_rows=20_000, interaction_rows=20_000, ctr_epochs=3,
-                    ctr_batch_size=256, two_tower_epochs=1, latency_requests=50, quiet=True)
+                    ctr_batch_size=256, ctr_term_passes=2, two_tower_epochs=1, latency_requests=50, quiet=True)
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
 
@@ -158,7 +159,7 @@ def run_demo(config: DemoConfig) -> DemoSummary:
         f"train the CTR model ({config.layout} layout, {config.nproc} processes)",
         "train", "--config", str(ctr_config), "--data", str(ctr_data), "--layout", config.layout,
         "--nproc", str(config.nproc), "--set", f"train.epochs={config.ctr_epochs}",
-        "--set", f"data.batch_size={config.ctr_batch_size}",
+        "--set", f"data.batch_size={config.ctr_batch_size}", *_term_passes(config),
         "--set", f"train.runs_root={work / 'runs'}", *_register(DEMO_MODELS[0]), *quiet)
     summary.two_tower = stage(
         "train the two-tower retrieval model", "train", "--config", str(tt_config),
@@ -197,6 +198,12 @@ def run_demo(config: DemoConfig) -> DemoSummary:
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM unwinds like Ctrl-C, so the server and redis-server are stopped on the way out."""
     raise KeyboardInterrupt
+
+
+def _term_passes(config: DemoConfig) -> list[str]:
+    if config.ctr_term_passes is None:
+        return []
+    return ["--set", f"train.first_order_epochs={config.ctr_term_passes}"]
 
 
 def _data_stage(config: DemoConfig, stage: Stage) -> tuple[Path, Path, Path, Path]:

@@ -36,6 +36,7 @@ def test_demo_smoke_runs_every_stage(tmp_path: Path, redis_url: str, mlflow_uri:
     # training: both runs tracked in MLflow with their figures
     ctr, tt = result["ctr"], result["two_tower"]
     assert 0.5 < ctr["test_auc"] <= 1.0
+    assert 1 <= ctr["first_order_epochs_run"] <= 2  # the shipped term, capped by the smoke run
     assert ctr["embedding_params"] > 0 and ctr["embedding_bytes"] == 4 * ctr["embedding_params"]
     client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
     run = client.get_run(ctr["run_id"])
