@@ -71,7 +71,8 @@ class DemoConfig:
     @classmethod
     def smoke(cls, workdir: Path, **overrides: object) -> DemoConfig:
         base = dict(workdir=workdir, ctr_rows=20_000, interaction_rows=20_000, ctr_epochs=3,
-                    ctr_batch_size=256, ctr_term_passes=2, two_tower_epochs=1, latency_requests=50, quiet=True)
+                    ctr_batch_size=256, ctr_term_passes=2, two_tower_epochs=1,
+                    latency_requests=50, quiet=True)
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
 

@@ -77,7 +77,8 @@ def test_term_alone_final_fit_runs_its_passes_and_no_step(prepared: Path,
 
 def test_final_fit_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="epochs: must be >= 1"):
-        load_config(CONFIGS / "synthetic_dlrm.toml", ["train.epochs=0", "train.first_order_epochs=0"])
+        load_config(CONFIGS / "synthetic_dlrm.toml",
+                    ["train.epochs=0", "train.first_order_epochs=0"])
     with pytest.raises(ConfigError, match="epochs: must be >= 1"):
         load_config(CONFIGS / "synthetic_dlrm.toml", ["train.epochs=0", "model.first_order=false",
                                                       "train.first_order_epochs=2"])
