@@ -19,7 +19,11 @@ from plexrec.features.errors import ConfigError, PlexrecError
 from plexrec.training.config import RunConfig, load_config
 from plexrec.training.final_fit import maybe_final_fit
 from plexrec.training.run_dirs import default_cache_dir, run_dir_for
-from plexrec.training.sharding import check_constraints, check_sharding_types
+from plexrec.training.sharding import (
+    check_constraints,
+    check_sharding_types,
+    check_table_widths,
+)
 from plexrec.training.tasks import check_model_kind, task_for
 from plexrec.training.threads import threads_per_process
 from plexrec.training.tracking import tracking_uri
@@ -167,6 +171,7 @@ def check_with_data(cfg: RunConfig, prepared: Path) -> None:
     task.validate(cfg, data)
     built = task.build(cfg, data, "meta")
     check_constraints(cfg, built.table_names)
+    check_table_widths(cfg, built.module)
 
 
 def build_spec(opts: LaunchOptions) -> RunSpec:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torchrec import EmbeddingBagCollection
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
@@ -65,6 +66,20 @@ def check_constraints(cfg: RunConfig, table_names: list[str]) -> dict[str, list[
     return {name: list(cfg.sharding.tables.get(name, default)) for name in table_names}
 
 
+def check_table_widths(cfg: RunConfig, model: nn.Module) -> None:
+    """TorchRec's sharded kernels (FBGEMM) need every table width divisible by 4; a worker would
+    only assert it deep inside DistributedModelParallel, so the table is named here first."""
+    for ebc in _embedding_collections(model):
+        for table in ebc.embedding_bag_configs():
+            if table.embedding_dim % 4:
+                raise ConfigError(
+                    f"{cfg.source} [layout]: table {table.name} has width "
+                    f"{table.embedding_dim}, but sharded tables need widths divisible by 4 "
+                    "(check layout.dim and the layout's own widths: layout.unified.probes must "
+                    "leave dim / probes divisible by 4, layout.mixed_dim.min_block_dim must be "
+                    "a multiple of 4)")
+
+
 def model_parallel_types(device: str) -> list[str]:
     """The default: every type but data_parallel. A data-parallel table is a plain replicated
     weight, updated by the dense optimizer rather than the fused row-wise Adagrad, so it is
@@ -72,9 +87,7 @@ def model_parallel_types(device: str) -> list[str]:
     return [t for t in offered_sharding_types(device) if t != "data_parallel"]
 
 
-def _embedding_collections(model: nn.Module) -> list[nn.Module]:
-    from torchrec import EmbeddingBagCollection
-
+def _embedding_collections(model: nn.Module) -> list[EmbeddingBagCollection]:
     return [m for m in model.modules() if isinstance(m, EmbeddingBagCollection)]
 
 

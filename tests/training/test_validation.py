@@ -48,6 +48,17 @@ def test_unknown_sharding_table_rejected_before_training(tmp_path: Path) -> None
     assert not (tmp_path / "run" / "spec.json").exists()
 
 
+@pytest.mark.parametrize("overrides, table", [
+    (["layout.dim=6"], "t_C1 has width 6"),
+    (["layout.kind=\"unified\"", "layout.unified.probes=8"], "has width 2"),
+])
+def test_table_width_not_divisible_by_4_rejected_before_training(
+        tmp_path: Path, overrides: list[str], table: str) -> None:
+    with pytest.raises(ConfigError, match=table):
+        run_train(_options(tmp_path, *overrides))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_cli_prints_error_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = main(["train", "--config", str(CONFIGS / "criteo_dlrm.toml"), "--data",
                  str(_one_row(tmp_path)), "--set", "optim.dense_optimizer=\"lion\"",
