@@ -7,9 +7,8 @@ synthetic Criteo rows.
 
 Every dataset runs its shipped config as users get it (DATASETS below fixes only what a benchmark
 must: MLflow off, no checkpoints but the best, cache and run dirs, seeds, and Criteo-10k's
-split), so the benchmark measures the shipped models; only the layout and budget change. The
-exception is synthetic1m, pinned to the joint setting its published figures were measured with
-(`Dataset.pinned`): `synthetic_dlrm.toml` has since shipped the term fitted first at width 32.
+split), so the benchmark measures the shipped models, each layout with the options its config
+gives it ([layout.unified], [layout.mixed_dim]); only the layout and budget change.
 Budgets are fractions of the per-feature parameter count of each dataset (the size of a full
 per_feature layout at the config's dim), passed to `--embedding-budget` as a parameter count.
 
@@ -71,9 +70,7 @@ QUICK_STEPS = 30
 @dataclass(frozen=True)
 class Dataset:
     """One benchmark dataset: its shipped run config and raw input. `by_order` cuts the input into
-    train/valid/test files by row order (row counts); otherwise the config's own split holds.
-    `pinned` overrides hold the model the published figures were measured with where the shipped
-    config has moved on since (and then no reference row with the first-order term runs)."""
+    train/valid/test files by row order (row counts); otherwise the config's own split holds."""
 
     name: str
     config: str
@@ -82,7 +79,6 @@ class Dataset:
     by_order: tuple[int, int, int] | None = None
     seeds: tuple[int, ...] = SEEDS
     notes: str = ""
-    pinned: tuple[str, ...] = ()
 
 
 DATASETS: dict[str, Dataset] = {
@@ -97,11 +93,7 @@ DATASETS: dict[str, Dataset] = {
     "synthetic1m": Dataset(
         "synthetic1m", "configs/synthetic_dlrm.toml", "synth_criteo_1m.tsv",
         synth_rows=1_000_000,
-        notes="1M rows of features.synth.write_criteo (seed 0), the config's 90/5/5 split; "
-              "the config's joint setting before it shipped the term fitted first (width 16, "
-              "Criteo's schema, 1 epoch)",
-        pinned=('data.schema="configs/criteo.toml"', "layout.dim=16", "train.epochs=1",
-                "train.first_order_epochs=0")),
+        notes="1M rows of features.synth.write_criteo (seed 0), the config's 90/5/5 split"),
 }
 
 # Benchmark plumbing only; the first-order term is off so budgets count the layouts alone.
@@ -184,7 +176,7 @@ def prepare(ds: Dataset, work: Path, extra: list[str]) -> tuple[Path, Path, list
         split = [f'data.valid_path="{valid}"', f'data.test_path="{test}"']
     else:
         raw = synth_path(work, ds) if ds.synth_rows else Path(ds.data)
-    overrides = [*COMMON_OVERRIDES, *ds.pinned, *extra,
+    overrides = [*COMMON_OVERRIDES, *extra,
                  f'data.cache_dir="{work / "prepared" / ds.name}"',
                  f'train.run_dir="{work / "runs" / ds.name}"']
     opts = LaunchOptions(config=REPO / ds.config, data=str(raw), overrides=[*overrides, *split],
@@ -503,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         prepared, config, overrides = prepare(ds, work, extra)
         full = per_feature_params(config, prepared, overrides)
         ds_seeds = list(seeds or ds.seeds)
-        reference = ships_first_order(config) and not ds.pinned and "per_feature" in layouts
+        reference = ships_first_order(config) and "per_feature" in layouts
         meta["datasets"][name] = {"config": ds.config, "config_text": config.read_text(),
                                   "data": ds.data, "notes": ds.notes, "seeds": ds_seeds,
                                   "split": list(ds.by_order) if ds.by_order else "config",
