@@ -79,7 +79,8 @@ def _status_of(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
 def _handler(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     """Maps the package's errors to status codes in one place, enforces the server-wide RPC
     limit (health checks are not counted, so they are answered at the limit) and records each
-    call's status and latency."""
+    call's status and latency before the status is sent, so a client that has its answer can
+    already see it counted."""
     method = fn.__name__
 
     async def wrapper(self: EmbeddingService, request: Any, context: grpc.aio.ServicerContext
@@ -88,23 +89,22 @@ def _handler(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]
         code = grpc.StatusCode.OK
         self.inflight += 1
         try:
-            try:
-                if self.inflight > self.config.max_concurrent_rpcs:
-                    raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                 f"more than {self.config.max_concurrent_rpcs} RPCs in flight; "
-                                 "retry with backoff")
-                _check_deadline(context, "start")
-                return await fn(self, request, context)
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a status code
-                code, message = _status_of(exc, method)
-            await context.abort(code, message)
+            if self.inflight > self.config.max_concurrent_rpcs:
+                raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"more than {self.config.max_concurrent_rpcs} RPCs in flight; "
+                             "retry with backoff")
+            _check_deadline(context, "start")
+            return await fn(self, request, context)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status code
+            code, message = _status_of(exc, method)
         finally:
             self.inflight -= 1
             if self.metrics is not None:
                 self.metrics.observe(method, code.name, time.perf_counter() - started)
+        await context.abort(code, message)
     wrapper.__name__ = method
     return wrapper
 

@@ -131,6 +131,19 @@ def test_metrics_endpoint_counts_requests_codes_and_store_reads(snap) -> None:
     assert f'plexrec_version_loaded{{current="1",version="{snap.version}"}} 1.0' in text
 
 
+def test_a_failed_call_is_counted_before_its_client_has_the_status(snap) -> None:
+    """A scrape right after each error sees it: the status is recorded before it is sent."""
+    line = 'plexrec_requests_total{code="INVALID_ARGUMENT",method="GetEmbeddings"}'
+    with ServerThread(config(snap.path, metrics_port=0)) as srv, \
+            EmbeddingClient(srv.target) as client:
+        url = f"http://127.0.0.1:{srv.server.metrics_port}/metrics"
+        for n in range(1, 31):
+            with pytest.raises(ServingError):
+                client.embeddings("user", [])
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            assert f"{line} {n}.0" in text, n
+
+
 def test_secrets_stay_out_of_reprs_and_config_errors(tmp_path: Path) -> None:
     path = tmp_path / "server.toml"
     path.write_text(f'[server]\nauth_tokens = "{TOKEN}"\n')
