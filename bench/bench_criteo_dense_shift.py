@@ -156,9 +156,8 @@ def cv_plexrec(ds: Dataset, folds: int, work: Path, quick: bool) -> list[dict[st
     rows = []
     for label, extra in ((f"plexrec {CONFIG}, count buckets + log1p counts", []),
                          (f"plexrec {CONFIG}, count buckets only", [f'data.schema="{no_dense}"'])):
-        aucs = []
+        aucs, tag = [], "no_dense" if extra else "dense"
         for k, (fit, held) in enumerate(paths):
-            tag = "dense" if not extra else "no_dense"
             result = run_train(LaunchOptions(
                 config=REPO / "configs" / CONFIG, data=str(fit), quiet=True,
                 overrides=[f"data.valid_path={held}", f"data.test_path={held}",
