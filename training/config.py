@@ -104,6 +104,9 @@ class TrainConfig(Section):
     # checkpoint's epochs and report that model's test figures (training/final_fit.py).
     # Two-tower runs have their own [retrieval] final_fit (every row).
     final_fit: bool = False
+    # The decay of an exponential moving average of the weights (training/weight_average.py):
+    # validation, the best checkpoint, test and export read the average; 0 is off.
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
 
     @field_validator("pipeline", mode="before")
     @classmethod

@@ -49,6 +49,7 @@ from plexrec.training.task import Task
 from plexrec.training.tasks import task_for
 from plexrec.training.tracking import Tracker
 from plexrec.training.train_step import TrainStep, unwrap
+from plexrec.training.weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,8 @@ class Trainer:
         self.run_dir = Path(spec.run_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.state = LoopState()
+        self.average: WeightAverage | None = None
+        self._average_state: dict[str, torch.Tensor] | None = None
         self.tracker = Tracker(self.rank == 0 and self.cfg.mlflow.enabled)
         # A final fit trains on its validation rows: it selects nothing on them (its last step
         # and the term's last pass are the model).
@@ -248,12 +251,15 @@ class Trainer:
         self.optimizer.load_state_dict(state["optim"])
         set_rng_state(extra["rng"])
         self.state = LoopState(**extra["loop"])
+        self._average_state = extra.get("weight_average")
         if self.rank == 0:
             log.info("resumed from %s (step %d, epoch %d, batch %d)", latest, self.state.step,
                      self.state.epoch, self.state.batch_in_epoch)
 
     def _checkpoint(self) -> Path:
         extra = {"rng": rng_state(), "loop": asdict(self.state)}
+        if self.average is not None:
+            extra["weight_average"] = self.average.state()
         return save_checkpoint(self.ckpt_root, self.state.step, self._state_dicts(), extra,
                                keep=self.cfg.train.keep_checkpoints)
 
@@ -281,6 +287,14 @@ class Trainer:
                 evaluator.update(batch, self.task.forward(model, batch))
         self.model.train()
         return evaluator.compute()
+
+    def _validate(self) -> None:
+        """Validation and best-checkpoint selection, on the weight average when there is one."""
+        if self.average is None:
+            self._after_eval(self.evaluate(self.val_loader))
+            return
+        with self.average.applied():
+            self._after_eval(self.evaluate(self.val_loader))
 
     def _after_eval(self, metrics: dict[str, float]) -> None:
         s, cfg = self.state, self.cfg
@@ -326,6 +340,8 @@ class Trainer:
         cfg, s = self.cfg, self.state
         show_bar = self.rank == 0 and not self.spec.quiet
         last_saved = s.step if self.spec.resume else -1
+        if cfg.train.ema_decay:
+            self.average = WeightAverage(self.model, cfg.train.ema_decay, self._average_state)
         for epoch in range(s.epoch, self.epochs):
             if s.stopped or (cfg.train.max_steps and s.step >= cfg.train.max_steps):
                 break
@@ -342,6 +358,8 @@ class Trainer:
                 tick = now
                 s.step += 1
                 s.batch_in_epoch += 1
+                if self.average is not None:
+                    self.average.update()
                 s.examples += self.cfg.data.batch_size * self.world
                 if s.step % cfg.train.log_every == 0:
                     mean_loss = _all_mean(float(loss.detach()))
@@ -357,7 +375,7 @@ class Trainer:
                                  s.step, mean_loss, factor, rate)
                 bar.update(1)
                 if cfg.train.eval_every and s.step % cfg.train.eval_every == 0:
-                    self._after_eval(self.evaluate(self.val_loader))
+                    self._validate()
                 if cfg.train.checkpoint_every and s.step % cfg.train.checkpoint_every == 0:
                     self._checkpoint()
                     last_saved = s.step
@@ -368,11 +386,11 @@ class Trainer:
             if s.batch_in_epoch >= len(self.train_loader):
                 s.epoch, s.batch_in_epoch = epoch + 1, 0
                 if not cfg.train.eval_every:
-                    self._after_eval(self.evaluate(self.val_loader))
+                    self._validate()
         evaluated = any(h["step"] == s.step and any(k.startswith("val_") for k in h)
                         for h in s.history)
         if not evaluated and not s.stopped:
-            self._after_eval(self.evaluate(self.val_loader))
+            self._validate()
             last_saved = -1
         if last_saved != s.step or not latest_checkpoint(self.ckpt_root):
             self._checkpoint()
@@ -476,7 +494,7 @@ class Trainer:
     def _load_best(self) -> None:
         """Test metrics, the logged model and export all use the best validation weights."""
         best = latest_checkpoint(self.ckpt_root / BEST)
-        if best is None or self.state.best_step == self.state.step:
+        if best is None or (self.state.best_step == self.state.step and self.average is None):
             return
         state = {"model": self.model.state_dict()}
         load_checkpoint(best, state)
