@@ -82,6 +82,8 @@ PLEXREC_MODELS: dict[str, list[tuple[str, list[str], str]]] = {
     "movielens": [
         ("movielens_dlrm.toml", [FINAL_FIT], "plexrec DLRM, shipped"),
         ("movielens_dcn.toml", [], "plexrec DCN-v2 parallel, shipped (final fit on)"),
+        ("movielens_dcn.toml", ["train.ema_decay=0"],
+         "plexrec DCN-v2 parallel without the weight average (the previous shipped setting)"),
     ],
     "synthetic1m": [
         ("synthetic_dlrm.toml", [], "plexrec DLRM + first-order term fitted first, shipped"),

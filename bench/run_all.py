@@ -8,7 +8,8 @@ import sys
 
 BENCHMARKS = ("bench.bench_batching", "bench.bench_prepare", "bench.bench_publish",
               "bench.bench_serving", "bench.bench_training", "bench.bench_retrieval_quality",
-              "bench.bench_ctr_peers", "bench.bench_criteo_dense_shift", "bench.bench_layouts",
+              "bench.bench_ctr_peers", "bench.bench_criteo_dense_shift",
+              "bench.bench_weight_average", "bench.bench_layouts",
               "bench.bench_index", "bench.bench_compression")
 
 
