@@ -12,7 +12,6 @@ slow. Both produce identical batches (checked). Median of --repeats epochs each.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torchrec.datasets.utils import Batch  # noqa: E402
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor  # noqa: E402
 
+from bench.result_file import write_result
 from plexrec.features.batching import BatchLoader  # noqa: E402
 from plexrec.features.cache import PreparedData  # noqa: E402
 from plexrec.features.prepare import prepare  # noqa: E402
@@ -168,9 +168,7 @@ def main() -> None:
           f"rows/s ({result['training_view_ratio']:.2f}x the cache's own ids)")
     print(f"baseline (DataLoader + per-row Dataset): {result['baseline_rows_per_sec']:,.0f} "
           f"rows/s on {base_rows:,} rows; speedup {result['speedup']:.1f}x")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

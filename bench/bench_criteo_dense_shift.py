@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -36,6 +34,7 @@ import numpy as np
 
 from bench.bench_ctr_peers import BASELINES, hashed, plexrec_model
 from bench.ctr_datasets import Dataset, Frame, criteo10k
+from bench.result_file import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "criteo_dense_shift.json"
@@ -202,11 +201,8 @@ def main() -> None:
     result = {"benchmark": "criteo_dense_shift", "data": ds.data, "split": ds.split,
               "seeds": seeds, "quick": args.quick, "rows": rows,
               "cross_validation": {"folds": args.folds, "rows": cv},
-              "machine": platform.processor() or platform.machine(),
-              "measured": time.strftime("%Y-%m-%d"), "seconds": time.perf_counter() - start}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+              "seconds": time.perf_counter() - start}
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

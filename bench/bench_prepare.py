@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.result_file import write_result
 from plexrec.features.prepare import prepare
 from plexrec.features.readers import ReadStats, read_chunks, tabular
 from plexrec.features.readers.delimited import read_delimited
@@ -148,9 +149,7 @@ def main() -> None:
               f"({criteo['speedup_2_workers']:.2f}x); identical: {criteo['identical_caches']}")
     result = {"benchmark": "prepare", "csv": csv, "criteo": criteo, "repeats": args.repeats,
               "machine": platform.processor() or platform.machine(), "quick": args.quick}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ Prints a table per set; writes bench/results/weight_average.json."""
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ctr_datasets import Dataset, criteo10k, movielens
+from bench.result_file import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "weight_average.json"
@@ -132,11 +131,8 @@ def main() -> None:
           f"{cost['examples_per_sec']['off']:,.0f} without ({cost['ratio_on_to_off']:.2f}x)")
     result = {"benchmark": "weight_average", "seeds": seeds, "quick": args.quick,
               "sets": sets, "cost": cost,
-              "machine": platform.processor() or platform.machine(),
-              "measured": time.strftime("%Y-%m-%d"), "seconds": time.perf_counter() - start}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+              "seconds": time.perf_counter() - start}
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
