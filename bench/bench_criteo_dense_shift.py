@@ -147,8 +147,7 @@ def _write_folds(ds: Dataset, folds: int, work: Path) -> list[tuple[Path, Path]]
 def cv_plexrec(ds: Dataset, folds: int, work: Path, quick: bool) -> list[dict[str, Any]]:
     """plexrec with and without the dense counts, seed 0, each fold its validation set (and
     its own test set, so the split's test rows stay unread)."""
-    from bench.bench_ctr_peers import QUICK_OVERRIDES
-    from plexrec.training.launch import LaunchOptions, run_train
+    from bench.bench_ctr_peers import QUICK_OVERRIDES, validation_run
 
     no_dense = schema_without_dense(work / "criteo_buckets_without_dense.toml")
     paths = _write_folds(ds, folds, work)
@@ -157,13 +156,10 @@ def cv_plexrec(ds: Dataset, folds: int, work: Path, quick: bool) -> list[dict[st
                          (f"plexrec {CONFIG}, count buckets only", [f'data.schema="{no_dense}"'])):
         aucs, tag = [], "no_dense" if extra else "dense"
         for k, (fit, held) in enumerate(paths):
-            result = run_train(LaunchOptions(
-                config=REPO / "configs" / CONFIG, data=str(fit), quiet=True,
-                overrides=[f"data.valid_path={held}", f"data.test_path={held}",
-                           f"data.cache_dir={work / 'cv_cache' / tag / str(k)}",
-                           f"train.run_dir={work / 'cv_runs' / tag / str(k)}",
-                           "train.seed=0", "mlflow.enabled=false", *extra,
-                           *(QUICK_OVERRIDES if quick else [])]))
+            result = validation_run(CONFIG, str(fit), str(held),
+                                    work / "cv_runs" / tag / str(k),
+                                    work / "cv_cache" / tag / str(k),
+                                    ["train.seed=0", *extra, *(QUICK_OVERRIDES if quick else [])])
             aucs.append(float(result["best_val_auc"]))
         rows.append({"label": label, "selected": {"config": CONFIG, "overrides": extra},
                      "folds": aucs})

@@ -293,6 +293,19 @@ def plexrec_model(ds: Dataset, config: str, extra: list[str], label: str, seeds:
                                 for f in fits], SCORES: final_scores}]
 
 
+def validation_run(config: str, data: str, valid: str | None, run_dir: Path, cache: Path,
+                   overrides: list[str]) -> dict[str, Any]:
+    """One plexrec run that reads no test rows: `valid`, when given, is both its validation and
+    its test set (else the config's own split holds); no MLflow, no final fit."""
+    from plexrec.training.launch import LaunchOptions, run_train
+
+    split = [f"data.valid_path={valid}", f"data.test_path={valid}"] if valid else []
+    return run_train(LaunchOptions(
+        config=REPO / "configs" / config, data=data, quiet=True,
+        overrides=[*split, f"data.cache_dir={cache}", f"train.run_dir={run_dir}",
+                   "mlflow.enabled=false", "train.final_fit=false", *overrides]))
+
+
 def _test_scores(config: str, run_dir: Path, ds: Dataset) -> np.ndarray:
     labels, logits = run_test_scores(run_dir)
     if not np.array_equal(labels, ds.frames[2].y):

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.bench_ctr_peers import validation_run
 from bench.ctr_datasets import Dataset, criteo10k, movielens
 from bench.result_file import write_result
 
@@ -41,17 +42,6 @@ LOADERS = {"movielens": movielens, "criteo10k": criteo10k}
 COST_ROWS, COST_STEPS = 200_000, 200
 
 
-def _run(config: str, data: str, valid: str | None, run_dir: Path, cache: Path,
-         overrides: list[str]) -> dict[str, Any]:
-    from plexrec.training.launch import LaunchOptions, run_train
-
-    split = [f"data.valid_path={valid}", f"data.test_path={valid}"] if valid else []
-    return run_train(LaunchOptions(
-        config=REPO / "configs" / config, data=data, quiet=True,
-        overrides=[*split, f"data.cache_dir={cache}", f"train.run_dir={run_dir}",
-                   "mlflow.enabled=false", "train.final_fit=false", *overrides]))
-
-
 def decays_on_validation(name: str, ds: Dataset, seeds: int, work: Path, quick: bool
                          ) -> dict[str, Any]:
     config, extra, decays = SETS[name]
@@ -61,9 +51,9 @@ def decays_on_validation(name: str, ds: Dataset, seeds: int, work: Path, quick: 
     for decay in decays:
         runs = []
         for seed in range(seeds):
-            result = _run(config, str(ds.paths[0]), str(ds.paths[1]),
-                          work / name / f"{decay}-{seed}", work / name / "cache",
-                          [*extra, f"train.ema_decay={decay}", f"train.seed={seed}"])
+            result = validation_run(config, str(ds.paths[0]), str(ds.paths[1]),
+                                    work / name / f"{decay}-{seed}", work / name / "cache",
+                                    [*extra, f"train.ema_decay={decay}", f"train.seed={seed}"])
             runs.append({k: result[k] for k in ("best_val_auc", "best_step", "steps",
                                                 "train_examples_per_sec")})
         vals = [r["best_val_auc"] for r in runs]
@@ -88,11 +78,11 @@ def cost_on_big_tables(seeds: int, work: Path, quick: bool) -> dict[str, Any]:
     params = 0
     for seed in range(seeds):
         for decay in rates:
-            result = _run("synthetic_dlrm.toml", str(data), None,
-                          work / "synthetic" / f"{decay}-{seed}", work / "synthetic" / "cache",
-                          ["train.first_order_epochs=0", f"train.max_steps={steps}",
-                           f"train.eval_every={steps}", f"train.ema_decay={decay}",
-                           f"train.seed={seed}"])
+            result = validation_run(
+                "synthetic_dlrm.toml", str(data), None, work / "synthetic" / f"{decay}-{seed}",
+                work / "synthetic" / "cache",
+                ["train.first_order_epochs=0", f"train.max_steps={steps}",
+                 f"train.eval_every={steps}", f"train.ema_decay={decay}", f"train.seed={seed}"])
             rates[decay].append(result["train_examples_per_sec"])
             params = result["embedding_params"]
     off, on = (statistics.median(rates[d]) for d in (0.0, 0.995))

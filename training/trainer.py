@@ -15,6 +15,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -290,10 +291,7 @@ class Trainer:
 
     def _validate(self) -> None:
         """Validation and best-checkpoint selection, on the weight average when there is one."""
-        if self.average is None:
-            self._after_eval(self.evaluate(self.val_loader))
-            return
-        with self.average.applied():
+        with self.average.applied() if self.average is not None else nullcontext():
             self._after_eval(self.evaluate(self.val_loader))
 
     def _after_eval(self, metrics: dict[str, float]) -> None:

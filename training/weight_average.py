@@ -39,8 +39,6 @@ class WeightAverage:
 
     def __init__(self, model: nn.Module, decay: float,
                  state: dict[str, torch.Tensor] | None = None) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.live = local_tensors(model)
         self.average = {k: v.detach().clone() for k, v in self.live.items()}
@@ -67,13 +65,13 @@ class WeightAverage:
                     value.copy_(saved[key])
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {k: v.clone() for k, v in self.average.items()}
+        return dict(self.average)
 
     def load(self, state: dict[str, torch.Tensor]) -> None:
         if set(state) != set(self.average):
-            missing = sorted(set(self.average) ^ set(state))[:3]
+            differing = sorted(set(self.average) ^ set(state))[:3]
             raise ValueError(f"weight average in the checkpoint does not match the model "
-                             f"(differing tensors: {', '.join(missing)})")
+                             f"(differing tensors: {', '.join(differing)})")
         with torch.no_grad():
             for key, value in state.items():
                 if value.shape != self.average[key].shape:
